@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what `npm start` (and, with --test, `npm test` / `npm run bench`) needs.
+# Idempotent and quick when everything is present: it only calls apt-get or npm for what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+runtime=(dbus-daemon:dbus nbdkit:nbdkit nbdinfo:libnbd-bin)
+testing=(nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-nbd:qemu-utils nbd-client:nbd-client
+  chromium:chromium smbd:samba smbclient:smbclient websockify:websockify redfishtool:redfishtool
+  openssl:openssl curl:curl)
+wanted=("${runtime[@]}")
+[[ "${1:-}" == "--test" ]] && wanted+=("${testing[@]}")
+
+missing=()
+for entry in "${wanted[@]}"; do
+  cmd=${entry%%:*} pkg=${entry##*:}
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then
+    [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+  fi
+done
+# The curl plugin is a separate package on some Debian releases.
+if command -v nbdkit >/dev/null 2>&1 && ! nbdkit curl --version >/dev/null 2>&1; then
+  missing+=(nbdkit-plugin-curl)
+fi
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "vmedia setup: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+  echo "vmedia setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm dependencies: reinstall only when the lock file changed since the last install.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "vmedia setup: installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,26 @@
+/**
+ * `vmedia <command>`: one entry point for the daemons (start, server, service) and the client verbs.
+ * Each command lives in its own module and is loaded only when called.
+ */
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> };
+
+const commands: Record<string, Command> = {};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((name) => name.length));
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: vmedia <command> [options]\n\ncommands:\n${lines.join('\n')}\n`;
+}
+
+const [name, ...argv] = process.argv.slice(2);
+const command = name ? commands[name] : undefined;
+if (!command) {
+  process.stderr.write(usage());
+  process.exit(name && name !== '--help' ? 2 : 0);
+}
+try {
+  await (await command.load()).run(argv);
+} catch (error) {
+  process.stderr.write(`vmedia ${name}: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+}

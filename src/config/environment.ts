@@ -1,0 +1,39 @@
+import path from 'node:path';
+
+/** Settings every process of the stack reads from the environment (SPEC §7). */
+export interface Environment {
+  host: string;
+  port: number;
+  stateDir: string;
+  adminPassword: string | undefined;
+  caBundle: string | undefined;
+  slotConfig: string | undefined;
+}
+
+export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environment {
+  const port = Number(env.VMEDIA_PORT ?? 8443);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`VMEDIA_PORT must be a port number, got ${JSON.stringify(env.VMEDIA_PORT)}`);
+  }
+  return {
+    host: env.VMEDIA_HOST ?? '127.0.0.1',
+    port,
+    stateDir: path.resolve(env.VMEDIA_STATE_DIR ?? '.vmedia'),
+    adminPassword: env.VMEDIA_ADMIN_PASSWORD || undefined,
+    caBundle: env.VMEDIA_CA_BUNDLE || undefined,
+    slotConfig: env.VMEDIA_CONFIG || undefined,
+  };
+}
+
+/** Well-known locations inside the state directory (SPEC §7). */
+export function statePaths(stateDir: string) {
+  return {
+    adminPassword: path.join(stateDir, 'admin-password'),
+    dbusAddress: path.join(stateDir, 'dbus-address'),
+    certs: path.join(stateDir, 'certs'),
+    accounts: path.join(stateDir, 'accounts.json'),
+    serviceUuid: path.join(stateDir, 'uuid'),
+    runtime: path.join(stateDir, 'run'),
+    host: path.join(stateDir, 'host'),
+  };
+}

@@ -1,0 +1,31 @@
+import pino, { type Logger } from 'pino';
+
+/**
+ * Paths pino blanks out wherever they appear. Secrets must never reach a log line, whatever the caller
+ * passes: request headers, parsed bodies and our own objects alike.
+ */
+export const redactedPaths = [
+  'req.headers.authorization',
+  'req.headers["x-auth-token"]',
+  'req.headers.cookie',
+  'req.headers["x-xsrf-token"]',
+  'res.headers["set-cookie"]',
+  'res.headers["x-auth-token"]',
+  'headers.authorization',
+  'headers["x-auth-token"]',
+  'headers.cookie',
+  'password',
+  'Password',
+  'token',
+  '*.password',
+  '*.Password',
+  '*.token',
+  'body.Password',
+  '*.body.Password',
+];
+
+export function createLogger(name: string, level = process.env.VMEDIA_LOG_LEVEL ?? 'info'): Logger {
+  return pino({ name, level, redact: { paths: redactedPaths, censor: '[redacted]' } });
+}
+
+export type { Logger };
