@@ -4,7 +4,12 @@
  */
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> };
 
-const commands: Record<string, Command> = {};
+const commands: Record<string, Command> = {
+  start: {
+    summary: 'run the embedded stack: private D-Bus, service and server',
+    load: () => import('./commands/start.ts'),
+  },
+};
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((name) => name.length));

@@ -1,0 +1,111 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { readEnvironment, statePaths } from '../../config/environment.ts';
+import { type PrivateBus, startPrivateBus } from '../../dbus/private-bus.ts';
+
+const vmediaBin = fileURLToPath(new URL('../../../bin/vmedia.js', import.meta.url));
+const RESTART_DELAY_MS = 1000;
+
+/**
+ * `vmedia start`: the embedded stack of SPEC §1 in the foreground — a private dbus-daemon (unless
+ * `--bus system`), the VirtualMedia service (restarted if it dies) and the HTTPS server.
+ */
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { bus: { type: 'string', default: 'private' }, 'host-mode': { type: 'string' } },
+  });
+  if (values.bus !== 'private' && values.bus !== 'system')
+    throw new Error('--bus takes "private" or "system"');
+  const environment = readEnvironment();
+  const paths = statePaths(environment.stateDir);
+  await fs.mkdir(paths.runtime, { recursive: true, mode: 0o700 });
+  await fs.chmod(paths.runtime, 0o700);
+
+  let bus: PrivateBus | undefined;
+  const busArgs: string[] = [];
+  if (values.bus === 'private') {
+    bus = await startPrivateBus(paths.runtime);
+    await fs.writeFile(paths.dbusAddress, `${bus.address}\n`);
+    busArgs.push('--bus-address', bus.address);
+  }
+
+  const hostMode = values['host-mode'] ? ['--host-mode', values['host-mode']] : [];
+  const service = new Supervised('service', [...busArgs, '--state-dir', environment.stateDir, ...hostMode]);
+  const server = new Supervised('server', busArgs);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await server.stop();
+    await service.stop();
+    await bus?.stop();
+    await fs.rm(paths.dbusAddress, { force: true });
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+
+  try {
+    await service.start();
+    const readyLine = await server.start();
+    const url = readyLine.match(/https:\/\/\S+?(?=["\s]|$)/)?.[0] ?? '';
+    process.stdout.write(`vmedia ready: ${url}\n`);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  await Promise.all([service.stopped, server.stopped]);
+}
+
+/** A child `vmedia <command>` whose output is passed through; restarted when it dies unexpectedly. */
+class Supervised {
+  private child: ChildProcess | undefined;
+  private stopRequested = false;
+  private resolveStopped!: () => void;
+  readonly stopped = new Promise<void>((resolve) => {
+    this.resolveStopped = resolve;
+  });
+
+  constructor(
+    private readonly command: string,
+    private readonly args: string[],
+  ) {}
+
+  /** Spawns the child and resolves with its first output line that says `ready`. */
+  start(): Promise<string> {
+    const child = spawn(process.execPath, [vmediaBin, this.command, ...this.args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    this.child = child;
+    const ready = new Promise<string>((resolve, reject) => {
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        process.stdout.write(`${line}\n`);
+        if (/\bready\b/.test(line)) resolve(line);
+      });
+      child.once('exit', (code, signal) => reject(new Error(`${this.command} exited (${signal ?? code})`)));
+    });
+    child.once('exit', (code, signal) => {
+      if (this.stopRequested) return this.resolveStopped();
+      process.stderr.write(`vmedia: ${this.command} died (${signal ?? code}); restarting\n`);
+      setTimeout(() => {
+        if (!this.stopRequested) this.start().catch(() => undefined);
+      }, RESTART_DELAY_MS);
+    });
+    return ready;
+  }
+
+  async stop(): Promise<void> {
+    this.stopRequested = true;
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return this.resolveStopped();
+    child.kill('SIGTERM');
+    const killTimer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await once(child, 'exit');
+    clearTimeout(killTimer);
+  }
+}
