@@ -1,0 +1,71 @@
+import type { SlotMode } from './names.ts';
+
+/**
+ * What the server knows of one slot: the service's D-Bus properties, cached and kept current from
+ * signals (SPEC §2). Reading it costs no D-Bus round trip.
+ */
+export interface SlotState {
+  slotId: string;
+  objectPath: string;
+  mode: SlotMode;
+  endpointId: string;
+  device: string;
+  socket: string;
+  timeout: number;
+  blockSize: number;
+  remainingInactivityTimeout: number;
+  imageUrl: string;
+  writeProtected: boolean;
+  active: boolean;
+  exitCode: number;
+  readIO: bigint;
+  writeIO: bigint;
+}
+
+export interface LegacyCredentials {
+  user: string;
+  password: string;
+}
+
+/**
+ * The server's view of the VirtualMedia service. Methods reject with a `VirtualMediaUnavailable` when
+ * the service is not on the bus, and with the D-Bus error when a precheck fails; success means the
+ * asynchronous work started — its result arrives as a `completion` event.
+ */
+export interface VirtualMediaClient {
+  readonly available: boolean;
+  slots(): SlotState[];
+  slot(slotId: string): SlotState | undefined;
+  slotByEndpoint(endpointId: string): SlotState | undefined;
+  proxyMount(slotId: string): Promise<void>;
+  proxyUnmount(slotId: string): Promise<void>;
+  legacyMount(
+    slotId: string,
+    url: string,
+    readWrite: boolean,
+    credentials?: LegacyCredentials,
+  ): Promise<void>;
+  legacyUnmount(slotId: string): Promise<void>;
+  /** Resolves with the errno of the slot's next Completion signal. */
+  nextCompletion(slotId: string, signal?: AbortSignal): Promise<number>;
+  onCompletion(listener: (slotId: string, errno: number) => void): () => void;
+  onChange(listener: (slot: SlotState) => void): () => void;
+  close(): Promise<void>;
+}
+
+export class VirtualMediaUnavailable extends Error {
+  constructor(cause?: unknown) {
+    super('the VirtualMedia service is not available on D-Bus', { cause });
+    this.name = 'VirtualMediaUnavailable';
+  }
+}
+
+export class VirtualMediaCallError extends Error {
+  constructor(
+    readonly dbusName: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'VirtualMediaCallError';
+  }
+}
