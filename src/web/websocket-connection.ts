@@ -1,0 +1,104 @@
+import type { NbdConnection } from '../nbd/connection.ts';
+
+/** How the WebSocket ended: the close code and reason the other side (or we) gave. */
+export interface WebSocketEnd {
+  code: number;
+  reason: string;
+  wasClean: boolean;
+}
+
+/**
+ * The subset of the browser `WebSocket` this adapter uses (the `ws` package in Node provides the same),
+ * so the adapter runs unchanged in both.
+ */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string; wasClean: boolean }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+const OPEN = 1;
+/** `send()` waits while more than this is queued in the browser's socket buffer. */
+const HIGH_WATER_MARK = 4 * 1024 * 1024;
+/** Browsers have no "drain" event, so a blocked writer looks at `bufferedAmount` this often. */
+const DRAIN_POLL_MS = 5;
+
+/**
+ * An `NbdConnection` over an open WebSocket carrying binary frames. Sending applies backpressure through
+ * `bufferedAmount`. Receiving cannot: a browser WebSocket has no way to pause, so incoming frames are
+ * queued — the bound comes from the NBD client on the other side, which limits requests in flight.
+ */
+export class WebSocketConnection implements NbdConnection {
+  /** Resolves once the socket has closed, from either side. */
+  readonly ended: Promise<WebSocketEnd>;
+  private readonly queue: Uint8Array[] = [];
+  private waiting: ((chunk: Uint8Array | null) => void) | undefined;
+  private closed = false;
+
+  constructor(private readonly socket: WebSocketLike) {
+    socket.binaryType = 'arraybuffer';
+    socket.onmessage = ({ data }) => {
+      if (!(data instanceof ArrayBuffer)) {
+        // SPEC §4: binary frames only; a text frame is a broken peer, so the stream ends here.
+        this.close(1003, 'binary frames only');
+        return;
+      }
+      if (data.byteLength === 0) return;
+      this.deliver(new Uint8Array(data));
+    };
+    this.ended = new Promise((resolve) => {
+      socket.onclose = ({ code, reason, wasClean }) => {
+        this.finish();
+        resolve({ code, reason, wasClean });
+      };
+    });
+    // The close event that always follows carries the useful code and reason.
+    socket.onerror = () => {};
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.queue.shift();
+    if (chunk) return Promise.resolve(chunk);
+    if (this.closed) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    if (this.closed || this.socket.readyState !== OPEN) throw new Error('the WebSocket is closed');
+    this.socket.send(data);
+    while (this.socket.bufferedAmount > HIGH_WATER_MARK) {
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+      if (this.closed) throw new Error('the WebSocket closed');
+    }
+  }
+
+  close(code = 1000, reason = 'done'): void {
+    if (!this.closed) this.socket.close(code, reason);
+    this.queue.length = 0;
+    this.finish();
+  }
+
+  private deliver(chunk: Uint8Array): void {
+    const waiting = this.waiting;
+    if (waiting) {
+      this.waiting = undefined;
+      waiting(chunk);
+    } else {
+      this.queue.push(chunk);
+    }
+  }
+
+  private finish(): void {
+    this.closed = true;
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.(null);
+  }
+}
