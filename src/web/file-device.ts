@@ -1,3 +1,4 @@
+import type { BlockDevice } from '../nbd/block-device.ts';
 import { NbdRequestError } from '../nbd/errors.ts';
 
 /** Writes are kept in chunks of this size: big enough to keep the map small, small enough to copy. */
@@ -23,7 +24,7 @@ export interface ByteSource {
  * in-memory overlay of fixed-size chunks and reads return the overlay over the file: the browser offers
  * no way to write a chosen file in place, and the host must still see its own writes.
  */
-export class FileDevice {
+export class FileDevice implements BlockDevice {
   readonly size: number;
   readonly readOnly: boolean;
   private readonly maxOverlayBytes: number;

@@ -7,21 +7,6 @@ export interface WebSocketEnd {
   wasClean: boolean;
 }
 
-/**
- * The subset of the browser `WebSocket` this adapter uses (the `ws` package in Node provides the same),
- * so the adapter runs unchanged in both.
- */
-export interface WebSocketLike {
-  binaryType: string;
-  readonly readyState: number;
-  readonly bufferedAmount: number;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string; wasClean: boolean }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  send(data: Uint8Array): void;
-  close(code?: number, reason?: string): void;
-}
-
 const OPEN = 1;
 /** `send()` waits while more than this is queued in the browser's socket buffer. */
 const HIGH_WATER_MARK = 4 * 1024 * 1024;
@@ -40,9 +25,9 @@ export class WebSocketConnection implements NbdConnection {
   private waiting: ((chunk: Uint8Array | null) => void) | undefined;
   private closed = false;
 
-  constructor(private readonly socket: WebSocketLike) {
+  constructor(private readonly socket: WebSocket) {
     socket.binaryType = 'arraybuffer';
-    socket.onmessage = ({ data }) => {
+    socket.onmessage = ({ data }: MessageEvent) => {
       if (!(data instanceof ArrayBuffer)) {
         // SPEC §4: binary frames only; a text frame is a broken peer, so the stream ends here.
         this.close(1003, 'binary frames only');
