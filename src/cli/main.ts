@@ -9,6 +9,10 @@ const commands: Record<string, Command> = {
     summary: 'run the embedded stack: private D-Bus, service and server',
     load: () => import('./commands/start.ts'),
   },
+  service: {
+    summary: 'run the xyz.openbmc_project.VirtualMedia D-Bus service',
+    load: () => import('./commands/service.ts'),
+  },
 };
 
 function usage(): string {

@@ -1,0 +1,90 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { readEnvironment, statePaths } from '../../config/environment.ts';
+import { connectBus } from '../../dbus/connection.ts';
+import { SERVICE_NAME } from '../../dbus/names.ts';
+import { createLogger } from '../../log.ts';
+import { loadConfig } from '../../service/config.ts';
+import type { HostMode } from '../../service/host/attachment.ts';
+import { emulatedHost } from '../../service/host/emulated.ts';
+import { chooseHostMode } from '../../service/host/select.ts';
+import { usbGadgetHost } from '../../service/host/usb-gadget.ts';
+import { startVirtualMediaService } from '../../service/service.ts';
+
+const HOST_MODES = ['auto', 'emulated', 'usb-gadget'] as const;
+
+/**
+ * `vmedia service`: the xyz.openbmc_project.VirtualMedia D-Bus daemon (SPEC §2). Bus: --bus-address,
+ * else `<state>/dbus-address` (the embedded stack's private bus), else the system bus.
+ */
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'bus-address': { type: 'string' },
+      config: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'host-mode': { type: 'string', default: 'auto' },
+      'sysfs-root': { type: 'string', default: '/sys' },
+      'configfs-root': { type: 'string', default: '/sys/kernel/config' },
+      'nbd-client': { type: 'string', default: 'nbd-client' },
+      nbdkit: { type: 'string', default: 'nbdkit' },
+    },
+  });
+  const requestedMode = values['host-mode'] as (typeof HOST_MODES)[number];
+  if (!HOST_MODES.includes(requestedMode)) throw new Error(`--host-mode takes ${HOST_MODES.join(', ')}`);
+  const environment = readEnvironment();
+  const stateDir = path.resolve(values['state-dir'] ?? environment.stateDir);
+  const paths = statePaths(stateDir);
+  const log = createLogger('vmedia-service');
+
+  const config = await loadConfig(values.config ?? environment.slotConfig, paths.runtime);
+  const hostMode: HostMode = chooseHostMode(requestedMode, values['configfs-root']);
+  await fs.mkdir(paths.host, { recursive: true, mode: 0o700 });
+  const attachHost =
+    hostMode === 'emulated'
+      ? emulatedHost(paths.host)
+      : usbGadgetHost({
+          sysfsRoot: values['sysfs-root'],
+          configfsRoot: values['configfs-root'],
+          nbdClient: values['nbd-client'],
+        });
+
+  const busAddress = values['bus-address'] ?? (await readBusAddress(paths.dbusAddress));
+  const bus = await connectBus(busAddress);
+  const service = await startVirtualMediaService({
+    bus,
+    config,
+    runtimeDir: paths.runtime,
+    attachHost,
+    caBundle: environment.caBundle,
+    nbdkit: values.nbdkit,
+    log,
+  });
+  log.info(
+    { busName: SERVICE_NAME, hostMode, slots: config.slots.map((s) => s.slotId), stateDir },
+    `${SERVICE_NAME} ready`,
+  );
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping: releasing every slot');
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    bus.on('error', (error) => {
+      log.error({ err: error }, 'lost the D-Bus connection');
+      resolve();
+    });
+  });
+  await service.stop();
+  bus.disconnect();
+  log.info('stopped');
+}
+
+async function readBusAddress(file: string): Promise<string | undefined> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  return text.trim() || undefined;
+}
