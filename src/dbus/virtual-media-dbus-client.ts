@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import dbus, { type Message, type MessageBus, Variant } from 'dbus-next';
 import type { Logger } from '../log.ts';
 import { connectBus } from './connection.ts';
@@ -427,4 +428,14 @@ function toSlotState(objectPath: string, interfaces: ObjectInterfaces): SlotStat
     readIO: BigInt((stats.ReadIO as bigint | number | undefined) ?? 0),
     writeIO: BigInt((stats.WriteIO as bigint | number | undefined) ?? 0),
   };
+}
+
+/** `--bus-address` if given, else the embedded stack's `<state>/dbus-address`, else none (the system bus). */
+export async function chooseBusAddress(
+  flag: string | undefined,
+  addressFile: string,
+): Promise<string | undefined> {
+  if (flag) return flag;
+  const text = await readFile(addressFile, 'utf8').catch(() => '');
+  return text.trim() || undefined;
 }

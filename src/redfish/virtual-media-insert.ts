@@ -1,0 +1,179 @@
+import { Errno } from '../dbus/names.ts';
+import type { LegacyCredentials } from '../dbus/virtual-media-client.ts';
+import { RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
+import type { TaskOutcome } from './tasks.ts';
+
+export const INSERT_ACTION = 'VirtualMedia.InsertMedia';
+export const EJECT_ACTION = 'VirtualMedia.EjectMedia';
+
+/** Transfer protocols per URL scheme; everything else is refused (SPEC §2 "Legacy sources"). */
+const protocolBySchema: Record<string, string> = { 'https:': 'HTTPS', 'smb:': 'CIFS' };
+
+export const transferProtocolTypes = [
+  'CIFS',
+  'FTP',
+  'SFTP',
+  'HTTP',
+  'HTTPS',
+  'NFS',
+  'SCP',
+  'TFTP',
+  'OEM',
+] as const;
+
+/** Credentials cross to the service in a fixed-size buffer each (SPEC §2). */
+const MAX_CREDENTIAL_BYTES = 512;
+
+/** What InsertMedia and a PATCH with `Image` both carry, after the JSON schema checked the types. */
+export interface InsertParameters {
+  Image?: string | null;
+  Inserted?: boolean;
+  WriteProtected?: boolean;
+  UserName?: string;
+  Password?: string | null;
+  TransferMethod?: string;
+  TransferProtocolType?: string | null;
+}
+
+export interface InsertRequest {
+  url: string;
+  readWrite: boolean;
+  credentials: LegacyCredentials | undefined;
+}
+
+/**
+ * The same rule reported in an action's words (ActionParameter*) or a PATCH's (Property*), so both
+ * ways of inserting share one set of checks.
+ */
+export interface ParameterProblems {
+  missing(name: string): RedfishMessage;
+  notSupported(name: string, value: string): RedfishMessage;
+  format(name: string, value: string): RedfishMessage;
+  conflict(name: string, value: string, other: string): RedfishMessage;
+  /** For values that must not be echoed (credentials). */
+  invalid(name: string): RedfishMessage;
+}
+
+const pointer = (name: string) => [`#/${name}`];
+
+export const actionProblems: ParameterProblems = {
+  missing: (name) => redfishMessage('ActionParameterMissing', [INSERT_ACTION, name], pointer(name)),
+  notSupported: (name) => redfishMessage('ActionParameterNotSupported', [name, INSERT_ACTION], pointer(name)),
+  format: (name, value) =>
+    redfishMessage('ActionParameterValueFormatError', [value, name, INSERT_ACTION], pointer(name)),
+  conflict: (name, value) => redfishMessage('ActionParameterValueConflict', [name, value], pointer(name)),
+  invalid: (name) => redfishMessage('ActionParameterValueError', [name, INSERT_ACTION], pointer(name)),
+};
+
+export const propertyProblems: ParameterProblems = {
+  missing: (name) => redfishMessage('PropertyMissing', [name], pointer(name)),
+  notSupported: (name, value) => redfishMessage('PropertyValueNotInList', [value, name], pointer(name)),
+  format: (name, value) => redfishMessage('PropertyValueFormatError', [value, name], pointer(name)),
+  conflict: (name, _value, other) => redfishMessage('PropertyValueConflict', [name, other], pointer(name)),
+  invalid: (name) => redfishMessage('PropertyValueError', [name], pointer(name)),
+};
+
+/** An image URL as it may be shown back: never with the user:password part someone put in it. */
+export function displayUrl(image: string): string {
+  return image.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
+}
+
+/** The Redfish TransferProtocolType an image URL implies; null for none we support. */
+export function protocolOf(image: string): string | null {
+  try {
+    return protocolBySchema[new URL(image).protocol] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Applies SPEC §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
+export function checkInsert(parameters: InsertParameters, problems: ParameterProblems): InsertRequest {
+  const fail = (message: RedfishMessage) => new RedfishError(400, [message]);
+  const { Image: image } = parameters;
+  if (typeof image !== 'string') throw fail(problems.missing('Image'));
+  if (parameters.Inserted === false) throw fail(problems.notSupported('Inserted', 'false'));
+  if (parameters.TransferMethod !== undefined && parameters.TransferMethod !== 'Stream') {
+    throw fail(problems.notSupported('TransferMethod', parameters.TransferMethod));
+  }
+
+  let url: URL;
+  try {
+    url = new URL(image);
+  } catch {
+    throw fail(problems.format('Image', displayUrl(image)));
+  }
+  // Secrets in the URL would end up in the service's process arguments and in `Image`.
+  if (url.username || url.password || !url.hostname) throw fail(problems.format('Image', displayUrl(image)));
+  const protocol = protocolBySchema[url.protocol];
+  if (!protocol) throw RedfishError.of(400, 'ResourceAtUriInUnknownFormat', [displayUrl(image)]);
+  const requested = parameters.TransferProtocolType;
+  if (requested !== undefined && requested !== null && requested !== protocol) {
+    throw fail(problems.conflict('TransferProtocolType', requested, 'Image'));
+  }
+
+  const { UserName: user, Password: password } = parameters;
+  for (const [name, value] of [
+    ['UserName', user],
+    ['Password', password],
+  ] as const) {
+    if (value === undefined || value === null) continue;
+    if (value.includes('\0') || Buffer.byteLength(value, 'utf8') > MAX_CREDENTIAL_BYTES) {
+      throw fail(problems.invalid(name));
+    }
+  }
+  // The kernel CIFS mount takes the user in a comma-separated option string.
+  if (protocol === 'CIFS' && user?.includes(',')) throw fail(problems.invalid('UserName'));
+
+  return {
+    url: image,
+    readWrite: parameters.WriteProtected === false,
+    credentials:
+      user !== undefined || typeof password === 'string'
+        ? { user: user ?? '', password: password ?? '' }
+        : undefined,
+  };
+}
+
+/**
+ * What a Completion errno means to the person who asked for the image: which message, and the status
+ * the task monitor reports. The service reports source failures with these errnos (SPEC §2).
+ */
+export function insertOutcome(errno: number, image: string): TaskOutcome {
+  const shown = displayUrl(image);
+  const outcome = (statusCode: number, message: RedfishMessage): TaskOutcome => ({
+    statusCode,
+    messages: [message],
+  });
+  switch (errno) {
+    case Errno.OK:
+      return outcome(200, redfishMessage('Success', []));
+    case Errno.ECONNREFUSED:
+    case Errno.EHOSTUNREACH:
+      return outcome(400, redfishMessage('CouldNotEstablishConnection', [shown]));
+    case Errno.ENOENT:
+      return outcome(404, redfishMessage('ResourceNotFound', ['Image', shown]));
+    case Errno.EACCES:
+      return outcome(
+        400,
+        redfishMessage('ResourceAtUriUnauthorized', [shown, 'access denied: check UserName and Password']),
+      );
+    case Errno.EPERM:
+      return outcome(
+        400,
+        redfishMessage('ResourceAtUriUnauthorized', [
+          shown,
+          'the server certificate is not trusted: add its CA to the service (VMEDIA_CA_BUNDLE)',
+        ]),
+      );
+    case Errno.EINVAL:
+    case Errno.ENOTSUP:
+      return outcome(400, redfishMessage('ResourceAtUriInUnknownFormat', [shown]));
+    case Errno.EBUSY:
+      return outcome(504, redfishMessage('OperationTimeout', []));
+    case Errno.ECANCELED:
+      return outcome(409, redfishMessage('ResourceInUse', []));
+    default:
+      return outcome(502, redfishMessage('CouldNotEstablishConnection', [shown]));
+  }
+}

@@ -1,0 +1,312 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { DbusError, Errno, SlotMode } from '../dbus/names.ts';
+import {
+  type SlotState,
+  VirtualMediaCallError,
+  type VirtualMediaClient,
+  VirtualMediaUnavailable,
+} from '../dbus/virtual-media-client.ts';
+import { assertIfMatch } from './etag.ts';
+import { RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
+import { collection, odataType } from './odata.ts';
+import { oemVirtualMediaType } from './oem-openbmc.ts';
+import { patchChanges, patchSchema } from './patch.ts';
+import { sendAccepted, sendOutcome, type TaskOutcome, type TaskStore } from './tasks.ts';
+import {
+  actionProblems,
+  checkInsert,
+  displayUrl,
+  EJECT_ACTION,
+  INSERT_ACTION,
+  type InsertParameters,
+  insertOutcome,
+  propertyProblems,
+  protocolOf,
+  transferProtocolTypes,
+} from './virtual-media-insert.ts';
+
+export const virtualMediaUri = '/redfish/v1/Managers/bmc/VirtualMedia';
+const memberUri = (slotId: string) => `${virtualMediaUri}/${slotId}`;
+
+/** Long enough for an unmount that only stops local processes; anything slower becomes a task. */
+const EJECT_SYNC_MS = 5000;
+/** On top of the slot's own Timeout: the service ends every mount by then with Completion(EBUSY). */
+const COMPLETION_MARGIN_S = 30;
+const RETRY_AFTER_S = 5;
+
+const tags = ['VirtualMedia'];
+const login = { privileges: ['Login'] } as const;
+const configureManager = { privileges: ['ConfigureManager'] } as const;
+
+export interface VirtualMediaOptions {
+  client: VirtualMediaClient;
+  tasks: TaskStore;
+}
+
+/** `VirtualMedia.v1_6_5` of one slot, mapped per SPEC §3 (not bmcweb's quirks, SPEC §6). */
+export function memberResource(slot: SlotState) {
+  const uri = memberUri(slot.slotId);
+  const proxy = slot.mode === SlotMode.Proxy;
+  const image = !proxy && slot.imageUrl ? displayUrl(slot.imageUrl) : null;
+  const actions = {
+    ...(proxy ? {} : { '#VirtualMedia.InsertMedia': { target: `${uri}/Actions/${INSERT_ACTION}` } }),
+    '#VirtualMedia.EjectMedia': { target: `${uri}/Actions/${EJECT_ACTION}` },
+  };
+  return {
+    '@odata.id': uri,
+    '@odata.type': odataType('VirtualMedia'),
+    Id: slot.slotId,
+    Name: 'Virtual Removable Media',
+    Description: proxy
+      ? 'Proxy mode: a client streams the image over the WebSocket endpoint'
+      : 'Legacy mode: the BMC reads the image from an HTTPS or SMB URI',
+    MediaTypes: ['CD', 'USBStick'],
+    TransferMethod: 'Stream',
+    TransferProtocolType: proxy ? 'OEM' : image ? protocolOf(image) : null,
+    Inserted: slot.active,
+    ConnectedVia: slot.active ? (proxy ? 'Applet' : 'URI') : 'NotConnected',
+    Image: image,
+    ImageName: image ? imageName(image) : null,
+    WriteProtected: slot.writeProtected,
+    Password: null,
+    Status: { State: !slot.active && slot.imageUrl ? 'Starting' : 'Enabled', Health: 'OK' },
+    Actions: actions,
+    ...(proxy
+      ? { Oem: { OpenBMC: { '@odata.type': oemVirtualMediaType, WebSocketEndpoint: slot.endpointId } } }
+      : {}),
+  };
+}
+
+function imageName(image: string): string | null {
+  const segment = new URL(image).pathname.split('/').pop();
+  return segment ? decodeURIComponent(segment) : null;
+}
+
+function unavailable(): RedfishError {
+  return RedfishError.of(503, 'ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)], {
+    headers: { 'Retry-After': String(RETRY_AFTER_S) },
+  });
+}
+
+const inUse = () => RedfishError.of(409, 'ResourceInUse', []);
+
+/** A Mount/Unmount the service refused, as the Redfish error the caller can act on. */
+function refused(error: unknown, image?: string): RedfishError {
+  if (error instanceof VirtualMediaUnavailable) return unavailable();
+  if (error instanceof VirtualMediaCallError) {
+    if (error.dbusName === DbusError.Busy || error.dbusName === DbusError.NotAllowed) return inUse();
+    if (error.dbusName === DbusError.InvalidArgument && image !== undefined) {
+      return new RedfishError(400, [actionProblems.format('Image', displayUrl(image))]);
+    }
+  }
+  return RedfishError.of(500, 'InternalError', []);
+}
+
+/** The task's view of a Completion that never came: the service left, or the bound passed. */
+function lostOutcome(error: unknown): TaskOutcome {
+  const message: RedfishMessage =
+    error instanceof VirtualMediaUnavailable
+      ? redfishMessage('ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)])
+      : redfishMessage('OperationTimeout', []);
+  return { statusCode: error instanceof VirtualMediaUnavailable ? 503 : 504, messages: [message] };
+}
+
+const insertBody = {
+  type: 'object',
+  properties: {
+    Image: { type: 'string' },
+    Inserted: { type: 'boolean' },
+    WriteProtected: { type: 'boolean' },
+    UserName: { type: 'string' },
+    Password: { type: 'string' },
+    TransferMethod: { type: 'string' },
+    TransferProtocolType: { type: 'string', enum: transferProtocolTypes },
+  },
+  required: ['Image'],
+  additionalProperties: false,
+} as const;
+
+const ejectBody = { type: 'object', properties: {}, additionalProperties: false } as const;
+
+const memberReadOnly = [
+  '@odata.id',
+  '@odata.type',
+  'Id',
+  'Name',
+  'Description',
+  'MediaTypes',
+  'ConnectedVia',
+  'ImageName',
+  'Status',
+  'Actions',
+  'Oem',
+];
+const memberPatch = patchSchema(
+  {
+    Image: { type: ['string', 'null'] },
+    Inserted: { type: 'boolean' },
+    WriteProtected: { type: 'boolean' },
+    UserName: { type: 'string' },
+    Password: { type: ['string', 'null'] },
+    TransferMethod: { type: 'string' },
+    TransferProtocolType: { type: ['string', 'null'], enum: [...transferProtocolTypes, null] },
+  },
+  memberReadOnly,
+);
+
+const slotParams = {
+  type: 'object',
+  properties: { slotId: { type: 'string' } },
+  required: ['slotId'],
+} as const;
+type SlotRoute = { Params: { slotId: string } };
+
+/** The VirtualMedia collection, its members, InsertMedia/EjectMedia and PATCH (Tacklebox's fallback). */
+export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }: VirtualMediaOptions) {
+  /** Slots with a Mount/Unmount call on its way: the service's state may not show it yet. */
+  const calling = new Set<string>();
+
+  const findSlot = (slotId: string): SlotState => {
+    if (!client.available) throw unavailable();
+    const slot = client.slot(slotId);
+    if (!slot) throw RedfishError.of(404, 'ResourceNotFound', ['VirtualMedia', slotId]);
+    return slot;
+  };
+
+  const insert = async (
+    reply: FastifyReply,
+    slot: SlotState,
+    parameters: InsertParameters,
+    problems: typeof actionProblems,
+    targetUri: string,
+    httpOperation: string,
+  ) => {
+    const request = checkInsert(parameters, problems);
+    if (slot.active || slot.imageUrl || calling.has(slot.slotId)) throw inUse();
+    // Listening before the call: a fast failure may signal Completion before Mount's reply is read.
+    const controller = new AbortController();
+    const bound = AbortSignal.timeout((slot.timeout + COMPLETION_MARGIN_S) * 1000);
+    const completion = client.nextCompletion(slot.slotId, AbortSignal.any([controller.signal, bound]));
+    completion.catch(() => undefined);
+    calling.add(slot.slotId);
+    try {
+      await client.legacyMount(slot.slotId, request.url, request.readWrite, request.credentials);
+    } catch (error) {
+      controller.abort();
+      throw refused(error, request.url);
+    } finally {
+      calling.delete(slot.slotId);
+    }
+    const task = tasks.run({ name: `Insert media into ${slot.slotId}`, targetUri, httpOperation }, () =>
+      completion.then((errno) => insertOutcome(errno, request.url), lostOutcome),
+    );
+    return sendAccepted(reply, task);
+  };
+
+  const eject = async (reply: FastifyReply, slot: SlotState, targetUri: string, httpOperation: string) => {
+    if (calling.has(slot.slotId)) throw inUse();
+    // Nothing inserted and nothing on its way: already the state the client asks for.
+    if (!slot.active && !slot.imageUrl) return reply.code(204).send();
+    const completion = client.nextCompletion(slot.slotId).then(
+      // ECANCELED: the eject interrupted a mount still in progress — the slot is empty all the same.
+      (errno): TaskOutcome =>
+        errno === Errno.OK || errno === Errno.ECANCELED
+          ? { statusCode: 204, messages: [redfishMessage('Success', [])] }
+          : { statusCode: 500, messages: [redfishMessage('OperationFailed', [])] },
+      lostOutcome,
+    );
+    calling.add(slot.slotId);
+    try {
+      if (slot.mode === SlotMode.Proxy) await client.proxyUnmount(slot.slotId);
+      else await client.legacyUnmount(slot.slotId);
+    } catch (error) {
+      throw refused(error);
+    } finally {
+      calling.delete(slot.slotId);
+    }
+    const stopWaiting = new AbortController();
+    const late = delay(EJECT_SYNC_MS, undefined, { signal: stopWaiting.signal }).catch(() => undefined);
+    const outcome = await Promise.race([completion, late]);
+    stopWaiting.abort();
+    if (outcome) {
+      if (outcome.statusCode === 204) return reply.code(204).send();
+      return sendOutcome(reply, outcome);
+    }
+    const task = tasks.run(
+      { name: `Eject media from ${slot.slotId}`, targetUri, httpOperation },
+      () => completion,
+    );
+    return sendAccepted(reply, task);
+  };
+
+  app.get(virtualMediaUri, { config: login, schema: { tags, summary: 'Virtual media slots' } }, async () => {
+    if (!client.available) throw unavailable();
+    const members = client.slots().map((slot) => memberUri(slot.slotId));
+    return collection('VirtualMediaCollection', virtualMediaUri, 'Virtual Media Services', members);
+  });
+
+  app.get<SlotRoute>(
+    `${virtualMediaUri}/:slotId`,
+    { config: login, schema: { tags, summary: 'One slot', params: slotParams } },
+    async (request) => memberResource(findSlot(request.params.slotId)),
+  );
+
+  app.post<SlotRoute & { Body: InsertParameters }>(
+    `${virtualMediaUri}/:slotId/Actions/${INSERT_ACTION}`,
+    {
+      config: { ...configureManager, action: INSERT_ACTION },
+      schema: {
+        tags,
+        summary: 'Insert an image from an HTTPS or SMB URI (Legacy slots); 202 with a task',
+        params: slotParams,
+        body: insertBody,
+      },
+    },
+    async (request, reply) => {
+      const slot = findSlot(request.params.slotId);
+      if (slot.mode !== SlotMode.Legacy) throw RedfishError.of(400, 'ActionNotSupported', [INSERT_ACTION]);
+      return insert(reply, slot, request.body, actionProblems, request.url, 'POST');
+    },
+  );
+
+  app.post<SlotRoute>(
+    `${virtualMediaUri}/:slotId/Actions/${EJECT_ACTION}`,
+    {
+      config: { ...configureManager, action: EJECT_ACTION },
+      schema: {
+        tags,
+        summary: 'Eject the medium (both modes); 204, or 202 with a task when it takes longer',
+        params: slotParams,
+        body: ejectBody,
+      },
+    },
+    async (request, reply) => eject(reply, findSlot(request.params.slotId), request.url, 'POST'),
+  );
+
+  app.patch<SlotRoute & { Body: InsertParameters }>(
+    `${virtualMediaUri}/:slotId`,
+    {
+      config: configureManager,
+      schema: {
+        tags,
+        summary: '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects',
+        params: slotParams,
+        body: memberPatch,
+      },
+    },
+    async (request, reply) => {
+      const slot = findSlot(request.params.slotId);
+      assertIfMatch(request, memberResource(slot));
+      const changes = patchChanges(request.body, memberReadOnly);
+      if (typeof changes.Image === 'string') {
+        if (slot.mode !== SlotMode.Legacy) throw RedfishError.of(400, 'PropertyNotWritable', ['Image']);
+        return insert(reply, slot, changes, propertyProblems, request.url, 'PATCH');
+      }
+      if (changes.Image === null || changes.Inserted === false) {
+        return eject(reply, slot, request.url, 'PATCH');
+      }
+      throw new RedfishError(400, [propertyProblems.missing('Image')]);
+    },
+  );
+}
