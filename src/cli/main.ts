@@ -9,6 +9,10 @@ const commands: Record<string, Command> = {
     summary: 'run the embedded stack: private D-Bus, service and server',
     load: () => import('./commands/start.ts'),
   },
+  server: {
+    summary: 'run the HTTPS Redfish server (sessions, accounts, virtual media, web UI)',
+    load: () => import('./commands/server.ts'),
+  },
   service: {
     summary: 'run the xyz.openbmc_project.VirtualMedia D-Bus service',
     load: () => import('./commands/service.ts'),

@@ -1,0 +1,72 @@
+import type { FastifyRequest } from 'fastify';
+import { type Privilege, privilegesOf, type RoleId } from './privileges.ts';
+import type { Session, SessionKind } from './sessions.ts';
+
+/** Who is making a request, as every route and the `/nbd` bridge see it. */
+export interface Principal {
+  username: string;
+  roleId: RoleId;
+  privileges: ReadonlySet<Privilege>;
+  session?: { id: string; kind: SessionKind; xsrfToken?: string };
+}
+
+/** Cookie names as bmcweb and webui-vue use them. */
+export const sessionCookie = 'SESSION';
+export const xsrfCookie = 'XSRF-TOKEN';
+
+const resolved = new WeakMap<FastifyRequest, Promise<Principal | undefined>>();
+
+/**
+ * Identifies the caller from `X-Auth-Token`, `Authorization: Token <token>`, `Authorization: Basic …` or
+ * the session cookie, in that order, or answers `undefined`. The result is remembered per request: Basic
+ * credentials are checked (and failures counted for lockout) once however often this is called.
+ * Does not check privileges or the XSRF token; the authorization hook does (see plugin.ts).
+ */
+export function authenticate(request: FastifyRequest): Promise<Principal | undefined> {
+  let principal = resolved.get(request);
+  if (!principal) {
+    principal = identify(request);
+    resolved.set(request, principal);
+  }
+  return principal;
+}
+
+async function identify(request: FastifyRequest): Promise<Principal | undefined> {
+  const { accounts, sessions } = request.server;
+  const fromSession = (session: Session | undefined, kind: SessionKind): Principal | undefined => {
+    // A cookie session's token presented as a header (or the reverse) would sidestep the XSRF rules.
+    if (!session || session.kind !== kind) return undefined;
+    const account = accounts.get(session.username);
+    if (!account?.enabled) return undefined;
+    return {
+      username: account.username,
+      roleId: account.roleId,
+      privileges: privilegesOf(account.roleId),
+      session: { id: session.id, kind, ...(session.xsrfToken ? { xsrfToken: session.xsrfToken } : {}) },
+    };
+  };
+
+  const headerToken = request.headers['x-auth-token'];
+  if (typeof headerToken === 'string') return fromSession(sessions.use(headerToken), 'token');
+
+  const [scheme, credentials] = (request.headers.authorization ?? '').split(/\s+/, 2);
+  if (scheme?.toLowerCase() === 'token' && credentials)
+    return fromSession(sessions.use(credentials), 'token');
+  if (scheme?.toLowerCase() === 'basic' && credentials) {
+    const decoded = Buffer.from(credentials, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) return undefined;
+    const account = await accounts.verify(decoded.slice(0, colon), decoded.slice(colon + 1));
+    return (
+      account && {
+        username: account.username,
+        roleId: account.roleId,
+        privileges: privilegesOf(account.roleId),
+      }
+    );
+  }
+
+  const cookie = request.cookies[sessionCookie];
+  if (cookie) return fromSession(sessions.use(cookie), 'cookie');
+  return undefined;
+}

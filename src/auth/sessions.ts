@@ -1,0 +1,87 @@
+import { randomHex } from './secrets.ts';
+
+export type SessionKind = 'token' | 'cookie';
+
+export interface Session {
+  readonly id: string;
+  readonly token: string;
+  readonly username: string;
+  readonly kind: SessionKind;
+  /** Cookie sessions only: the value the browser must echo in `X-XSRF-TOKEN`. */
+  readonly xsrfToken?: string;
+  readonly clientAddress: string;
+  readonly createdAt: number;
+  lastUsed: number;
+}
+
+/**
+ * Live login sessions, in memory (a restart logs everyone out, like bmcweb without persistence).
+ * A session expires after `timeout()` seconds without use; expired sessions are dropped when looked at.
+ */
+export class SessionStore {
+  private readonly byToken = new Map<string, Session>();
+
+  constructor(
+    private readonly timeout: () => number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  create(username: string, kind: SessionKind, clientAddress: string): Session {
+    const now = this.now();
+    const session: Session = {
+      // Ids appear in URIs and logs; the token is the secret and is never derived from the id.
+      id: randomHex(10),
+      token: randomHex(32),
+      username,
+      kind,
+      ...(kind === 'cookie' ? { xsrfToken: randomHex(32) } : {}),
+      clientAddress,
+      createdAt: now,
+      lastUsed: now,
+    };
+    this.byToken.set(session.token, session);
+    return session;
+  }
+
+  /** The live session for a token, refreshed as used; `undefined` if unknown or idle too long. */
+  use(token: string): Session | undefined {
+    const session = this.byToken.get(token);
+    if (!session || this.expired(session)) {
+      if (session) this.byToken.delete(token);
+      return undefined;
+    }
+    session.lastUsed = this.now();
+    return session;
+  }
+
+  list(): Session[] {
+    return [...this.byToken.values()].filter((session) => {
+      if (!this.expired(session)) return true;
+      this.byToken.delete(session.token);
+      return false;
+    });
+  }
+
+  get(id: string): Session | undefined {
+    return this.list().find((session) => session.id === id);
+  }
+
+  delete(id: string): boolean {
+    const session = this.get(id);
+    return session !== undefined && this.byToken.delete(session.token);
+  }
+
+  /**
+   * Logs a user out everywhere (their account was removed, disabled, renamed or given a new password),
+   * except for `keep`: the session that made the change.
+   */
+  deleteUser(username: string, keep?: string) {
+    for (const session of this.byToken.values()) {
+      if (session.username === username && session.id !== keep) this.byToken.delete(session.token);
+    }
+  }
+
+  private expired(session: Session): boolean {
+    return this.now() - session.lastUsed > this.timeout() * 1000;
+  }
+}

@@ -1,0 +1,61 @@
+import { parseArgs } from 'node:util';
+import { provisionAdmin } from '../../auth/provision.ts';
+import { readEnvironment, statePaths } from '../../config/environment.ts';
+import { chooseBusAddress, VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
+import { createLogger } from '../../log.ts';
+import { startServer } from '../../server/app.ts';
+
+/**
+ * `vmedia server`: the HTTPS Redfish server on VMEDIA_HOST:VMEDIA_PORT. Prints one line containing
+ * `ready` and the URL once it accepts requests, and the generated admin password the first time.
+ * `--cert`/`--key` use the given certificate instead of the generated self-signed one.
+ */
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      // The VirtualMedia service's bus; else <state>/dbus-address, else the system bus.
+      'bus-address': { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+    },
+  });
+  if (Boolean(values.cert) !== Boolean(values.key)) throw new Error('--cert and --key go together');
+  const environment = readEnvironment();
+
+  const { generatedPassword } = await provisionAdmin(environment.stateDir, environment.adminPassword);
+  if (generatedPassword) {
+    const file = statePaths(environment.stateDir).adminPassword;
+    process.stdout.write(
+      `vmedia server: created user 'admin' with password ${generatedPassword} (also in ${file})\n`,
+    );
+  }
+
+  const logger = createLogger('server');
+  const virtualMedia = await VirtualMediaDbusClient.connect({
+    address: await chooseBusAddress(values['bus-address'], statePaths(environment.stateDir).dbusAddress),
+    logger,
+  });
+  const { app, url } = await startServer({
+    stateDir: environment.stateDir,
+    host: environment.host,
+    port: environment.port,
+    logger,
+    virtualMedia,
+    ...(values.cert && values.key ? { tls: { certFile: values.cert, keyFile: values.key } } : {}),
+  });
+  process.stdout.write(`vmedia server ready: ${url}\n`);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      app
+        .close()
+        .then(() => virtualMedia.close())
+        .then(resolve, resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

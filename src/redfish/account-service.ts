@@ -1,0 +1,353 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Account, AccountPolicy } from '../auth/accounts.ts';
+import { assertSelfOr, principalOf } from '../auth/plugin.ts';
+import { type RoleId, roleIds, roles } from '../auth/privileges.ts';
+import { assertIfMatch } from './etag.ts';
+import { RedfishError, redfishMessage } from './messages.ts';
+import { collection, link, odataType } from './odata.ts';
+import { patchChanges, patchSchema } from './patch.ts';
+
+const serviceUri = '/redfish/v1/AccountService';
+const accountsUri = `${serviceUri}/Accounts`;
+const rolesUri = `${serviceUri}/Roles`;
+const tags = ['AccountService'];
+
+const userName = { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,31}$' };
+const roleId = { type: 'string', enum: roleIds };
+const seconds = { type: 'integer', minimum: 0, maximum: 86400 };
+const accountTypes = { type: 'array', items: { type: 'string', enum: ['Redfish', 'WebUI'] } };
+
+function accountResource(account: Account) {
+  return {
+    '@odata.id': `${accountsUri}/${account.username}`,
+    '@odata.type': odataType('ManagerAccount'),
+    Id: account.username,
+    Name: 'User Account',
+    Description: 'User Account',
+    UserName: account.username,
+    RoleId: account.roleId,
+    Enabled: account.enabled,
+    Locked: account.locked,
+    // Only an administrator's unlock can be written; locking happens through failed logins.
+    'Locked@Redfish.AllowableValues': ['false'],
+    Password: null,
+    AccountTypes: ['Redfish', 'WebUI'],
+    Links: { Role: link(`${rolesUri}/${account.roleId}`) },
+  };
+}
+
+function roleResource(id: RoleId) {
+  return {
+    '@odata.id': `${rolesUri}/${id}`,
+    '@odata.type': odataType('Role'),
+    Id: id,
+    Name: 'User Role',
+    Description: `${id} User Role`,
+    RoleId: id,
+    IsPredefined: true,
+    AssignedPrivileges: [...roles[id]],
+    OemPrivileges: [],
+  };
+}
+
+/** A password the policy refuses; the message never carries the password itself. */
+function passwordRejected(): RedfishError {
+  return RedfishError.of(400, 'PropertyValueFormatError', ['[redacted]', 'Password'], {
+    relatedProperties: ['#/Password'],
+  });
+}
+
+/** AccountService: the password and lockout policy, local accounts, and the predefined roles. */
+export async function accountServiceRoutes(app: FastifyInstance) {
+  const { accounts, sessions } = app;
+
+  const serviceResource = () => ({
+    '@odata.id': serviceUri,
+    '@odata.type': odataType('AccountService'),
+    Id: 'AccountService',
+    Name: 'Account Service',
+    Description: 'Account Service',
+    ServiceEnabled: true,
+    LocalAccountAuth: 'Enabled',
+    MinPasswordLength: accounts.policy.minPasswordLength,
+    MaxPasswordLength: accounts.policy.maxPasswordLength,
+    AccountLockoutThreshold: accounts.policy.lockoutThreshold,
+    AccountLockoutDuration: accounts.policy.lockoutDuration,
+    AccountLockoutCounterResetAfter: accounts.policy.lockoutCounterResetAfter,
+    AccountLockoutCounterResetEnabled: true,
+    Accounts: link(accountsUri),
+    Roles: link(rolesUri),
+  });
+
+  app.get(serviceUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () => serviceResource());
+
+  const policyProperties = {
+    MinPasswordLength: { type: 'integer', minimum: 1, maximum: 128 },
+    MaxPasswordLength: { type: 'integer', minimum: 1, maximum: 128 },
+    AccountLockoutThreshold: { type: 'integer', minimum: 0, maximum: 100 },
+    AccountLockoutDuration: seconds,
+    AccountLockoutCounterResetAfter: seconds,
+  };
+  type PolicyPatch = { [K in keyof typeof policyProperties]?: number };
+  const serviceReadOnly = [
+    '@odata.id',
+    '@odata.type',
+    'Id',
+    'Name',
+    'Description',
+    'ServiceEnabled',
+    'LocalAccountAuth',
+    'AccountLockoutCounterResetEnabled',
+    'Accounts',
+    'Roles',
+  ];
+  app.patch<{ Body: PolicyPatch }>(
+    serviceUri,
+    {
+      config: { privileges: ['ConfigureUsers'] },
+      schema: {
+        tags,
+        summary: 'Password and lockout policy',
+        body: patchSchema(policyProperties, serviceReadOnly),
+      },
+    },
+    async (request) => {
+      assertIfMatch(request, serviceResource());
+      const changes = patchChanges(request.body, serviceReadOnly);
+      const policy: AccountPolicy = {
+        minPasswordLength: changes.MinPasswordLength ?? accounts.policy.minPasswordLength,
+        maxPasswordLength: changes.MaxPasswordLength ?? accounts.policy.maxPasswordLength,
+        lockoutThreshold: changes.AccountLockoutThreshold ?? accounts.policy.lockoutThreshold,
+        lockoutDuration: changes.AccountLockoutDuration ?? accounts.policy.lockoutDuration,
+        lockoutCounterResetAfter:
+          changes.AccountLockoutCounterResetAfter ?? accounts.policy.lockoutCounterResetAfter,
+      };
+      if (policy.minPasswordLength > policy.maxPasswordLength) {
+        const name = changes.MinPasswordLength === undefined ? 'MaxPasswordLength' : 'MinPasswordLength';
+        throw RedfishError.of(400, 'PropertyValueOutOfRange', [String(changes[name]), name], {
+          relatedProperties: [`#/${name}`],
+        });
+      }
+      // The Redfish schema requires the counter window to fit inside the lockout duration.
+      if (policy.lockoutDuration > 0 && policy.lockoutCounterResetAfter > policy.lockoutDuration) {
+        throw RedfishError.of(
+          400,
+          'PropertyValueOutOfRange',
+          [String(policy.lockoutCounterResetAfter), 'AccountLockoutCounterResetAfter'],
+          { relatedProperties: ['#/AccountLockoutCounterResetAfter'] },
+        );
+      }
+      await accounts.setPolicy(policy);
+      return serviceResource();
+    },
+  );
+
+  // Accounts
+
+  const canSeeAll = (request: FastifyRequest) => {
+    const held = principalOf(request).privileges;
+    return held.has('ConfigureUsers') || held.has('ConfigureManager');
+  };
+
+  app.get(accountsUri, { config: { privileges: ['Login'] }, schema: { tags } }, async (request) => {
+    const self = principalOf(request).username;
+    const visible = accounts.list().filter((a) => canSeeAll(request) || a.username === self);
+    return collection(
+      'ManagerAccountCollection',
+      accountsUri,
+      'Accounts Collection',
+      visible.map((a) => `${accountsUri}/${a.username}`),
+    );
+  });
+
+  type NewAccount = { UserName: string; Password: string; RoleId: RoleId; Enabled?: boolean };
+  app.post<{ Body: NewAccount }>(
+    accountsUri,
+    {
+      config: { privileges: ['ConfigureUsers'] },
+      schema: {
+        tags,
+        summary: 'Create an account',
+        body: {
+          type: 'object',
+          required: ['UserName', 'Password', 'RoleId'],
+          properties: {
+            UserName: userName,
+            Password: { type: 'string' },
+            RoleId: roleId,
+            Enabled: { type: 'boolean' },
+            Locked: { type: 'boolean', const: false },
+            AccountTypes: accountTypes,
+          },
+          patternProperties: { '^@odata\\.': {} },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { UserName, Password, RoleId, Enabled = true } = request.body;
+      if (accounts.get(UserName)) {
+        throw RedfishError.of(409, 'ResourceAlreadyExists', ['ManagerAccount', 'UserName', UserName], {
+          relatedProperties: ['#/UserName'],
+        });
+      }
+      if (!accounts.passwordFitsPolicy(Password)) throw passwordRejected();
+      await accounts.create({ username: UserName, password: Password, roleId: RoleId, enabled: Enabled });
+      request.log.info(
+        { user: UserName, roleId: RoleId, by: principalOf(request).username },
+        'account created',
+      );
+      const account = accounts.get(UserName)!;
+      return reply.code(201).header('Location', `${accountsUri}/${UserName}`).send(accountResource(account));
+    },
+  );
+
+  const findAccount = (request: FastifyRequest<{ Params: { id: string } }>): Account => {
+    const account = accounts.get(request.params.id);
+    if (!account) throw RedfishError.of(404, 'ResourceNotFound', ['ManagerAccount', request.params.id]);
+    return account;
+  };
+
+  app.get<{ Params: { id: string } }>(
+    `${accountsUri}/:id`,
+    {
+      config: { privileges: [['ConfigureUsers'], ['ConfigureManager'], ['ConfigureSelf']] },
+      schema: { tags },
+    },
+    async (request) => {
+      const account = findAccount(request);
+      if (!canSeeAll(request)) assertSelfOr(request, account.username, 'ConfigureUsers');
+      return accountResource(account);
+    },
+  );
+
+  /** Whether a change would leave no enabled Administrator to manage the service. */
+  const orphansService = (username: string, after: { roleId: RoleId; enabled: boolean } | undefined) =>
+    !accounts
+      .list()
+      .map((a) => (a.username === username ? after && { ...a, ...after } : a))
+      .some((a) => a?.roleId === 'Administrator' && a.enabled);
+
+  type AccountPatch = {
+    UserName?: string;
+    Password?: string;
+    RoleId?: RoleId;
+    Enabled?: boolean;
+    Locked?: false;
+  };
+  const accountReadOnly = ['@odata.id', '@odata.type', 'Id', 'Name', 'Description', 'AccountTypes', 'Links'];
+  app.patch<{ Params: { id: string }; Body: AccountPatch }>(
+    `${accountsUri}/:id`,
+    {
+      config: { privileges: [['ConfigureUsers'], ['ConfigureSelf']] },
+      schema: {
+        tags,
+        summary: 'Change an account (ConfigureSelf may change its own password only); honours If-Match',
+        body: patchSchema(
+          {
+            UserName: userName,
+            Password: { type: 'string' },
+            RoleId: roleId,
+            Enabled: { type: 'boolean' },
+            Locked: { type: 'boolean', const: false },
+          },
+          accountReadOnly,
+        ),
+      },
+    },
+    async (request) => {
+      const account = findAccount(request);
+      const principal = principalOf(request);
+      assertIfMatch(request, accountResource(account));
+      const changes = patchChanges(request.body, accountReadOnly);
+      if (!principal.privileges.has('ConfigureUsers')) {
+        // ConfigureSelf covers exactly one thing: a user's own password.
+        assertSelfOr(request, account.username, 'ConfigureUsers');
+        if (Object.keys(changes).some((name) => name !== 'Password')) {
+          throw RedfishError.of(403, 'InsufficientPrivilege', []);
+        }
+      }
+      if (changes.Password !== undefined && !accounts.passwordFitsPolicy(changes.Password))
+        throw passwordRejected();
+      if (
+        changes.UserName !== undefined &&
+        changes.UserName !== account.username &&
+        accounts.get(changes.UserName)
+      ) {
+        throw RedfishError.of(
+          409,
+          'ResourceAlreadyExists',
+          ['ManagerAccount', 'UserName', changes.UserName],
+          {
+            relatedProperties: ['#/UserName'],
+          },
+        );
+      }
+      const after = { roleId: changes.RoleId ?? account.roleId, enabled: changes.Enabled ?? account.enabled };
+      if (orphansService(account.username, after)) {
+        const name = changes.RoleId === undefined ? 'Enabled' : 'RoleId';
+        throw RedfishError.of(400, 'PropertyValueIncorrect', [name, String(changes[name])], {
+          relatedProperties: [`#/${name}`],
+        });
+      }
+      await accounts.update(account.username, {
+        ...(changes.UserName !== undefined ? { username: changes.UserName } : {}),
+        ...(changes.Password !== undefined ? { password: changes.Password } : {}),
+        ...(changes.RoleId !== undefined ? { roleId: changes.RoleId } : {}),
+        ...(changes.Enabled !== undefined ? { enabled: changes.Enabled } : {}),
+        ...(changes.Locked === false ? { locked: false as const } : {}),
+      });
+      // New credentials or a new name end the account's other sessions; the caller's own one survives.
+      if (changes.Password !== undefined || changes.UserName !== undefined || changes.Enabled === false) {
+        sessions.deleteUser(
+          account.username,
+          changes.UserName === undefined ? principal.session?.id : undefined,
+        );
+      }
+      request.log.info(
+        { user: account.username, changed: Object.keys(changes), by: principal.username },
+        'account changed',
+      );
+      const updated = accounts.get(changes.UserName ?? account.username)!;
+      return {
+        ...accountResource(updated),
+        '@Message.ExtendedInfo': [redfishMessage('AccountModified', [])],
+      };
+    },
+  );
+
+  app.delete<{ Params: { id: string } }>(
+    `${accountsUri}/:id`,
+    { config: { privileges: ['ConfigureUsers'] }, schema: { tags } },
+    async (request, reply) => {
+      const account = findAccount(request);
+      if (orphansService(account.username, undefined))
+        throw RedfishError.of(409, 'ResourceCannotBeDeleted', []);
+      await accounts.remove(account.username);
+      sessions.deleteUser(account.username);
+      request.log.info({ user: account.username, by: principalOf(request).username }, 'account deleted');
+      return reply.code(204).send();
+    },
+  );
+
+  // Roles (predefined, read-only)
+
+  app.get(rolesUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () =>
+    collection(
+      'RoleCollection',
+      rolesUri,
+      'Roles Collection',
+      roleIds.map((id) => `${rolesUri}/${id}`),
+    ),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    `${rolesUri}/:id`,
+    { config: { privileges: ['Login'] }, schema: { tags } },
+    async (request) => {
+      const id = roleIds.find((r) => r === request.params.id);
+      if (!id) throw RedfishError.of(404, 'ResourceNotFound', ['Role', request.params.id]);
+      return roleResource(id);
+    },
+  );
+}

@@ -1,0 +1,137 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
+import type { Session } from '../auth/sessions.ts';
+import { assertIfMatch } from './etag.ts';
+import { RedfishError } from './messages.ts';
+import { collection, link, odataType } from './odata.ts';
+import { patchChanges, patchSchema } from './patch.ts';
+
+const serviceUri = '/redfish/v1/SessionService';
+const sessionsUri = `${serviceUri}/Sessions`;
+const tags = ['SessionService'];
+
+const sessionTimeout = { type: 'integer', minimum: 30, maximum: 86400 };
+
+function sessionResource(session: Session) {
+  return {
+    '@odata.id': `${sessionsUri}/${session.id}`,
+    '@odata.type': odataType('Session'),
+    Id: session.id,
+    Name: 'User Session',
+    Description: 'Manager User Session',
+    UserName: session.username,
+    SessionType: session.kind === 'cookie' ? 'WebUI' : 'Redfish',
+    ClientOriginIPAddress: session.clientAddress,
+    CreatedTime: new Date(session.createdAt).toISOString(),
+    Password: null,
+  };
+}
+
+/** SessionService: token sessions for Redfish clients (create = log in, delete = log out) and the timeout. */
+export async function sessionServiceRoutes(app: FastifyInstance) {
+  const serviceResource = () => ({
+    '@odata.id': serviceUri,
+    '@odata.type': odataType('SessionService'),
+    Id: 'SessionService',
+    Name: 'Session Service',
+    Description: 'Session Service',
+    ServiceEnabled: true,
+    SessionTimeout: app.accounts.sessionTimeout,
+    Sessions: link(sessionsUri),
+  });
+
+  app.get(serviceUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () => serviceResource());
+
+  const readOnly = ['@odata.id', '@odata.type', 'Id', 'Name', 'Description', 'ServiceEnabled', 'Sessions'];
+  app.patch<{ Body: { SessionTimeout?: number } }>(
+    serviceUri,
+    {
+      config: { privileges: ['ConfigureManager'] },
+      schema: {
+        tags,
+        summary: 'Set the idle timeout',
+        body: patchSchema({ SessionTimeout: sessionTimeout }, readOnly),
+      },
+    },
+    async (request) => {
+      assertIfMatch(request, serviceResource());
+      const changes = patchChanges(request.body, readOnly);
+      if (changes.SessionTimeout !== undefined) await app.accounts.setSessionTimeout(changes.SessionTimeout);
+      return serviceResource();
+    },
+  );
+
+  /** Sessions a caller may see: all of them with ConfigureManager, else only their own. */
+  const visibleSessions = (request: FastifyRequest) => {
+    const principal = principalOf(request);
+    return app.sessions
+      .list()
+      .filter((s) => principal.privileges.has('ConfigureManager') || s.username === principal.username);
+  };
+
+  app.get(sessionsUri, { config: { privileges: ['Login'] }, schema: { tags } }, async (request) =>
+    collection(
+      'SessionCollection',
+      sessionsUri,
+      'Session Collection',
+      visibleSessions(request).map((s) => `${sessionsUri}/${s.id}`),
+    ),
+  );
+
+  app.post<{ Body: { UserName: string; Password: string } }>(
+    sessionsUri,
+    {
+      config: { public: true },
+      schema: {
+        tags,
+        summary: 'Log in: answers 201 with the session token in X-Auth-Token',
+        body: {
+          type: 'object',
+          required: ['UserName', 'Password'],
+          properties: {
+            UserName: { type: 'string' },
+            Password: { type: 'string' },
+            Context: { type: 'string' },
+          },
+          patternProperties: { '^@odata\\.': {} },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      const account = await app.accounts.verify(request.body.UserName, request.body.Password);
+      if (!account) throw unauthorized(request);
+      const session = app.sessions.create(account.username, 'token', request.ip);
+      request.log.info({ user: account.username, session: session.id }, 'session created');
+      return reply
+        .code(201)
+        .header('Location', `${sessionsUri}/${session.id}`)
+        .header('X-Auth-Token', session.token)
+        .send(sessionResource(session));
+    },
+  );
+
+  const findSession = (request: FastifyRequest<{ Params: { id: string } }>): Session => {
+    const session = app.sessions.get(request.params.id);
+    if (!session) throw RedfishError.of(404, 'ResourceNotFound', ['Session', request.params.id]);
+    assertSelfOr(request, session.username, 'ConfigureManager');
+    return session;
+  };
+
+  app.get<{ Params: { id: string } }>(
+    `${sessionsUri}/:id`,
+    { config: { privileges: ['Login'] }, schema: { tags } },
+    async (request) => sessionResource(findSession(request)),
+  );
+
+  app.delete<{ Params: { id: string } }>(
+    `${sessionsUri}/:id`,
+    { config: { privileges: ['Login'] }, schema: { tags, summary: 'Log out' } },
+    async (request, reply) => {
+      const session = findSession(request);
+      app.sessions.delete(session.id);
+      request.log.info({ user: session.username, session: session.id }, 'session deleted');
+      return reply.code(204).send();
+    },
+  );
+}

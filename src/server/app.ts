@@ -1,0 +1,100 @@
+import fastifySwagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { AccountStore } from '../auth/accounts.ts';
+import { authorizationPlugin } from '../auth/plugin.ts';
+import { provisionAdmin } from '../auth/provision.ts';
+import { SessionStore } from '../auth/sessions.ts';
+import { webLoginRoutes } from '../auth/web-login.ts';
+import { statePaths } from '../config/environment.ts';
+import type { VirtualMediaClient } from '../dbus/virtual-media-client.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { accountServiceRoutes } from '../redfish/account-service.ts';
+import { managerRoutes, systemRoutes } from '../redfish/managers.ts';
+import { oemSchemaRoutes } from '../redfish/oem-openbmc.ts';
+import { openapiOptions, openapiRoutes } from '../redfish/openapi.ts';
+import { redfishProtocolPlugin } from '../redfish/protocol.ts';
+import { serviceRootRoutes } from '../redfish/service-root.ts';
+import { sessionServiceRoutes } from '../redfish/session-service.ts';
+import { TaskStore, tasksPlugin } from '../redfish/tasks.ts';
+import { virtualMediaRoutes } from '../redfish/virtual-media.ts';
+import { loadTlsMaterial, type TlsFiles } from '../tls/certificate.ts';
+import { answerClientError } from './client-errors.ts';
+import { securityHeadersPlugin } from './security-headers.ts';
+import { loadServiceUuid } from './service-uuid.ts';
+
+export interface ServerOptions {
+  stateDir: string;
+  host: string;
+  port: number;
+  logger?: Logger;
+  /** The user's certificate and key; without them a self-signed pair is generated in `<state>/certs`. */
+  tls?: TlsFiles;
+  /** The `admin` password when the accounts are created on first start; random (and saved) if absent. */
+  adminPassword?: string;
+  /** The VirtualMedia service over D-Bus; without it the VirtualMedia routes are not registered. */
+  virtualMedia?: VirtualMediaClient;
+}
+
+/** Request bodies are small JSON documents; media flows over the `/nbd` WebSocket, not through bodies. */
+const bodyLimit = 64 * 1024;
+
+/**
+ * The HTTPS server with every plugin registered, not yet listening (`app.listen({ host, port })`).
+ * Order matters: cross-cutting plugins (headers, OpenAPI collection, Redfish protocol, authorization)
+ * register before any route so their `onRoute` hooks see every route.
+ */
+export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
+  const paths = statePaths(options.stateDir);
+  const tls = await loadTlsMaterial(paths.certs, options.tls);
+  await provisionAdmin(options.stateDir, options.adminPassword);
+  const accounts = await AccountStore.open(paths.accounts);
+  const sessions = new SessionStore(() => accounts.sessionTimeout);
+  const uuid = await loadServiceUuid(paths.serviceUuid);
+
+  const app = Fastify({
+    loggerInstance: options.logger ?? createLogger('server'),
+    https: { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' },
+    bodyLimit,
+    routerOptions: { ignoreTrailingSlash: true },
+    // Body validation reports every problem and never quietly fixes a request (no coercion, no stripping).
+    ajv: {
+      customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false },
+    },
+    clientErrorHandler: answerClientError,
+    // Keep-alive connections (browsers, the validator) must not hold up a shutdown.
+    forceCloseConnections: true,
+  });
+
+  await app.register(securityHeadersPlugin);
+  await app.register(fastifySwagger, openapiOptions);
+  await app.register(redfishProtocolPlugin);
+  await app.register(authorizationPlugin, { accounts, sessions });
+
+  await app.register(serviceRootRoutes, { uuid });
+  await app.register(sessionServiceRoutes);
+  await app.register(accountServiceRoutes);
+  await app.register(managerRoutes, { uuid });
+  await app.register(systemRoutes);
+  await app.register(openapiRoutes);
+  await app.register(webLoginRoutes);
+
+  // Feature plugins register here, each declaring `config.privileges` or `config.public` on its routes:
+  // VirtualMedia (Managers/bmc/VirtualMedia), TaskService, the /nbd/<n> WebSocket bridge and the web UI.
+  const tasks = new TaskStore();
+  await app.register(tasksPlugin, { tasks });
+  await app.register(oemSchemaRoutes);
+  if (options.virtualMedia) await app.register(virtualMediaRoutes, { client: options.virtualMedia, tasks });
+
+  // Plugins are written against the default instance type; the HTTPS server differs only in `app.server`.
+  return app as unknown as FastifyInstance;
+}
+
+/** Builds the server and listens; answers the HTTPS URL clients should use. */
+export async function startServer(options: ServerOptions): Promise<{ app: FastifyInstance; url: string }> {
+  const app = await buildServer(options);
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  return { app, url: `https://${host}:${port}` };
+}
