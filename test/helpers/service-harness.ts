@@ -13,8 +13,8 @@ const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url))
 const READY_TIMEOUT_MS = 30_000;
 
 export interface ServiceHarnessOptions {
-  /** Slot config document (seed format); written to a file and passed as --config. */
-  config?: unknown;
+  /** Slot config document (seed format), given the runtime dir; written to a file, passed as --config. */
+  config?: (runtimeDir: string) => unknown;
   hostMode?: 'emulated' | 'usb-gadget';
   /** More `vmedia service` arguments (--sysfs-root, --nbd-client, …). */
   args?: string[];
@@ -64,7 +64,7 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
   args.push('--host-mode', options.hostMode ?? 'emulated', ...(options.args ?? []));
   if (options.config !== undefined) {
     const configFile = path.join(dir, 'slots.json');
-    await fs.writeFile(configFile, JSON.stringify(options.config));
+    await fs.writeFile(configFile, JSON.stringify(options.config(path.join(stateDir, 'run'))));
     args.push('--config', configFile);
   }
   const service = spawn(process.execPath, args, {
