@@ -148,10 +148,13 @@ export function sendAccepted(reply: FastifyReply, task: Task) {
     .send(task.resource());
 }
 
-/** A finished operation as its monitor (and a synchronous caller) reports it. */
+/**
+ * A finished operation as its monitor (and a synchronous caller) reports it: the error, or 204 — the
+ * action itself returns no resource; the Task keeps the success message.
+ */
 export function sendOutcome(reply: FastifyReply, outcome: TaskOutcome) {
   if (outcome.statusCode >= 400) return reply.code(outcome.statusCode).send(errorBody(outcome.messages));
-  return reply.code(outcome.statusCode).send({ '@Message.ExtendedInfo': outcome.messages });
+  return reply.code(204).send();
 }
 
 const login = { privileges: ['Login'] } as const;

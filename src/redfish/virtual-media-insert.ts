@@ -147,7 +147,7 @@ export function insertOutcome(errno: number, image: string): TaskOutcome {
   });
   switch (errno) {
     case Errno.OK:
-      return outcome(200, redfishMessage('Success', []));
+      return outcome(204, redfishMessage('Success', []));
     case Errno.ECONNREFUSED:
     case Errno.EHOSTUNREACH:
       return outcome(400, redfishMessage('CouldNotEstablishConnection', [shown]));

@@ -229,10 +229,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     const late = delay(EJECT_SYNC_MS, undefined, { signal: stopWaiting.signal }).catch(() => undefined);
     const outcome = await Promise.race([completion, late]);
     stopWaiting.abort();
-    if (outcome) {
-      if (outcome.statusCode === 204) return reply.code(204).send();
-      return sendOutcome(reply, outcome);
-    }
+    if (outcome) return sendOutcome(reply, outcome);
     const task = tasks.run(
       { name: `Eject media from ${slot.slotId}`, targetUri, httpOperation },
       () => completion,

@@ -1,38 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance } from 'fastify';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
-import { createLogger } from '../../src/log.ts';
-import { startServer } from '../../src/server/app.ts';
 import { type ImageServer, startImageServer } from './https-image-server.ts';
+import { type Response, startTestServer, type TestServer } from './server.ts';
 import { type ServiceHarness, startServiceHarness } from './service-harness.ts';
 import { createTestCertificates, type TestCertificates } from './test-ca.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
-
-export const ADMIN_PASSWORD = 'Adm1n-test-pässword';
-
-export interface RedfishResponse {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  // biome-ignore lint/suspicious/noExplicitAny: response bodies are inspected freely by the tests.
-  body: any;
-}
-
-export interface RequestOptions {
-  body?: unknown;
-  /** Sent as is (for malformed bodies); wins over `body`. */
-  rawBody?: string;
-  headers?: Record<string, string>;
-  /** Basic credentials; admin by default, `null` for none. */
-  auth?: { user: string; password: string } | null;
-}
 
 /**
  * The whole Redfish VirtualMedia path on loopback: a private bus with the real `vmedia service`
@@ -45,9 +23,8 @@ export interface VmStack {
   certificates: TestCertificates;
   images: ImageServer;
   client: VirtualMediaDbusClient;
-  app: FastifyInstance;
-  url: string;
-  request(method: string, uri: string, options?: RequestOptions): Promise<RedfishResponse>;
+  /** The real HTTPS server; its `request` validates every Redfish body against the DMTF schemas. */
+  server: TestServer;
   /** Kills the service with SIGKILL (no cleanup, as a crash would). */
   killService(): Promise<void>;
   /** Starts a new `vmedia service` on the same bus and state directory. */
@@ -69,16 +46,7 @@ export async function startVmStack(options: {
   const serviceEnv = { VMEDIA_CA_BUNDLE: certificates.caCertFile };
   const harness = await startServiceHarness({ env: serviceEnv });
   const client = await VirtualMediaDbusClient.connect({ address: harness.bus.address });
-  const serverState = path.join(harness.dir, 'server-state');
-  const { app, url } = await startServer({
-    stateDir: serverState,
-    host: '127.0.0.1',
-    port: 0,
-    adminPassword: ADMIN_PASSWORD,
-    virtualMedia: client,
-    logger: createLogger('server', 'silent'),
-  });
-  const serverCa = await fs.readFile(path.join(serverState, 'certs', 'server.crt'), 'utf8');
+  const server = await startTestServer({ virtualMedia: client });
   let replacement: ChildProcess | undefined;
 
   const stack: VmStack = {
@@ -87,39 +55,7 @@ export async function startVmStack(options: {
     certificates,
     images,
     client,
-    app,
-    url,
-    request(method, uri, requestOptions = {}) {
-      const auth =
-        requestOptions.auth === undefined ? { user: 'admin', password: ADMIN_PASSWORD } : requestOptions.auth;
-      const payload =
-        requestOptions.rawBody ??
-        (requestOptions.body === undefined ? undefined : JSON.stringify(requestOptions.body));
-      const headers: Record<string, string> = { Accept: 'application/json', ...requestOptions.headers };
-      if (payload !== undefined) headers['Content-Type'] ??= 'application/json';
-      if (auth)
-        headers.Authorization = `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString('base64')}`;
-      return new Promise((resolve, reject) => {
-        const request = https.request(new URL(uri, url), { method, headers, ca: serverCa }, (response) => {
-          let text = '';
-          response.setEncoding('utf8');
-          response.on('data', (chunk: string) => {
-            text += chunk;
-          });
-          response.on('end', () => {
-            let body: unknown;
-            try {
-              body = text ? JSON.parse(text) : undefined;
-            } catch {
-              body = undefined;
-            }
-            resolve({ status: response.statusCode ?? 0, headers: response.headers, text, body });
-          });
-        });
-        request.on('error', reject);
-        request.end(payload);
-      });
-    },
+    server,
     async killService() {
       const victim = replacement ?? harness.service;
       if (victim.exitCode !== null || victim.signalCode !== null) return;
@@ -145,7 +81,7 @@ export async function startVmStack(options: {
       }
     },
     async stop() {
-      await app.close();
+      await server.close();
       await client.close();
       if (replacement && replacement.exitCode === null && replacement.signalCode === null) {
         replacement.kill('SIGTERM');
@@ -160,10 +96,10 @@ export async function startVmStack(options: {
 }
 
 /** Follows a task monitor until the task has finished; answers the final monitor response. */
-export async function followTask(stack: VmStack, monitor: string): Promise<RedfishResponse> {
+export async function followTask(stack: VmStack, monitor: string): Promise<Response> {
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const response = await stack.request('GET', monitor);
+    const response = await stack.server.request('GET', monitor);
     if (response.status !== 202) return response;
     if (Date.now() > deadline) throw new Error(`task ${monitor} still running`);
     await new Promise((resolve) => setTimeout(resolve, 100));

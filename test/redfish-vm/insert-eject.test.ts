@@ -5,7 +5,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { followTask, type RedfishResponse, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
+import { followTask, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
+import type { RequestOptions, Response } from '../helpers/server.ts';
 
 const run = promisify(execFile);
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
@@ -17,11 +18,11 @@ const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('h
 
 describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)', () => {
   const image = randomBytes(3 * 1024 * 1024 + 512);
-  const responses: RedfishResponse[] = [];
+  const responses: Response[] = [];
   let stack: VmStack;
   let imageUrl: string;
-  const request = async (...args: Parameters<VmStack['request']>) => {
-    const response = await stack.request(...args);
+  const request = async (method: string, uri: string, options?: RequestOptions) => {
+    const response = await stack.server.request(method, uri, options);
     responses.push(response);
     return response;
   };
@@ -39,17 +40,17 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
     const response = await request('GET', collectionUri);
     assert.equal(response.status, 200);
     assert.deepEqual(
-      response.body.Members.map((m: { '@odata.id': string }) => m['@odata.id']),
+      response.json.Members.map((m: { '@odata.id': string }) => m['@odata.id']),
       ['Slot_0', 'Slot_1', 'Slot_2', 'Slot_3'].map((id) => `${collectionUri}/${id}`),
     );
-    assert.equal(response.body['Members@odata.count'], 4);
+    assert.equal(response.json['Members@odata.count'], 4);
   });
 
   test('an empty Legacy slot: nulls where nothing is inserted, both actions, an ETag', async () => {
     const response = await request('GET', slotUri);
     assert.equal(response.status, 200);
     assert.match(String(response.headers.etag), /^W\/".+"$/);
-    const body = response.body;
+    const body = response.json;
     assert.equal(body.Id, 'Slot_2');
     assert.equal(body.Inserted, false);
     assert.equal(body.ConnectedVia, 'NotConnected');
@@ -66,7 +67,7 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
   });
 
   test('a Proxy slot: OEM protocol, the OpenBMC WebSocketEndpoint, only EjectMedia', async () => {
-    const { status, body } = await request('GET', `${collectionUri}/Slot_0`);
+    const { status, json: body } = await request('GET', `${collectionUri}/Slot_0`);
     assert.equal(status, 200);
     assert.equal(body.TransferProtocolType, 'OEM');
     assert.deepEqual(body.Oem, {
@@ -82,22 +83,22 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
     assert.equal(accepted.status, 202, accepted.text);
     const monitor = String(accepted.headers.location);
     assert.match(monitor, /^\/redfish\/v1\/TaskService\/TaskMonitors\/\d+$/);
-    assert.equal(accepted.body.TaskMonitor, monitor);
+    assert.equal(accepted.json.TaskMonitor, monitor);
 
     const final = await followTask(stack, monitor);
     responses.push(final);
-    assert.equal(final.status, 200, final.text);
-    assert.equal(final.body['@Message.ExtendedInfo'][0].MessageId, 'Base.1.22.1.Success');
+    assert.equal(final.status, 204, final.text);
 
-    const task = await request('GET', accepted.body['@odata.id']);
-    assert.equal(task.body.TaskState, 'Completed');
-    assert.equal(task.body.TaskStatus, 'OK');
-    assert.equal(task.body.PercentComplete, 100);
-    assert.ok(Date.parse(task.body.EndTime) >= Date.parse(task.body.StartTime));
-    assert.equal(task.body.Payload.TargetUri, insertUri);
-    assert.equal(task.body.Payload.JsonBody, undefined);
+    const task = await request('GET', accepted.json['@odata.id']);
+    assert.equal(task.json.TaskState, 'Completed');
+    assert.equal(task.json.TaskStatus, 'OK');
+    assert.equal(task.json.PercentComplete, 100);
+    assert.equal(task.json.Messages[0].MessageId, 'Base.1.22.1.Success');
+    assert.ok(Date.parse(task.json.EndTime) >= Date.parse(task.json.StartTime));
+    assert.equal(task.json.Payload.TargetUri, insertUri);
+    assert.equal(task.json.Payload.JsonBody, undefined);
 
-    const { body } = await request('GET', slotUri);
+    const { json: body } = await request('GET', slotUri);
     assert.equal(body.Inserted, true);
     assert.equal(body.ConnectedVia, 'URI');
     assert.equal(body.TransferProtocolType, 'HTTPS');
@@ -117,13 +118,13 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
   test('a second InsertMedia is 409 ResourceInUse', async () => {
     const response = await request('POST', insertUri, { body: { Image: imageUrl } });
     assert.equal(response.status, 409);
-    assert.equal(response.body.error['@Message.ExtendedInfo'][0].MessageId, 'Base.1.22.1.ResourceInUse');
+    assert.equal(response.json.error['@Message.ExtendedInfo'][0].MessageId, 'Base.1.22.1.ResourceInUse');
   });
 
   test('EjectMedia empties the slot and leaves no socket or process behind', async () => {
     const response = await request('POST', ejectUri, { body: {} });
     assert.equal(response.status, 204, response.text);
-    const { body } = await request('GET', slotUri);
+    const { json: body } = await request('GET', slotUri);
     assert.equal(body.Inserted, false);
     assert.equal(body.Image, null);
     assert.equal(body.ImageName, null);
