@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { test } from 'node:test';
+import dbus from 'dbus-next';
+import { SERVICE_NAME } from '../../src/dbus/names.ts';
+
+const vmedia = path.resolve('bin/vmedia.js');
+
+async function waitFor<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Processes whose command line mentions `needle` (our children all carry the state dir). */
+async function processesMentioning(needle: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(needle)) found.push(Number(entry));
+  }
+  return found;
+}
+
+function getJson(url: URL): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(url, { rejectUnauthorized: false, headers: { accept: 'application/json' } }, (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+      })
+      .on('error', reject);
+  });
+}
+
+function readyUrl(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const match = line.match(/^vmedia ready: (https:\/\/\S+)/);
+      if (match) resolve(match[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`vmedia start exited with ${code}`)));
+  });
+}
+
+test('vmedia start runs bus, service and server, restarts a dead service and stops cleanly', async () => {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-'));
+  const child = spawn(process.execPath, [vmedia, 'start'], {
+    env: {
+      ...process.env,
+      VMEDIA_STATE_DIR: stateDir,
+      VMEDIA_PORT: '0',
+      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const url = await readyUrl(child);
+    assert.match(url, /^https:\/\/127\.0\.0\.1:\d+/);
+    // The launcher is under test here, not the certificate: the server's own tests check TLS trust.
+    const root = await getJson(new URL('/redfish/v1/', url));
+    assert.equal(root.status, 200);
+    assert.match(String(root.body['@odata.id']), /^\/redfish\/v1\/?$/);
+
+    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
+    const bus = dbus.sessionBus({ busAddress: address });
+    try {
+      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
+      const control = daemon.getInterface('org.freedesktop.DBus');
+      const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
+      const first = await servicePid();
+      process.kill(first, 'SIGKILL');
+      const second = await waitFor(async () => {
+        const pid = await servicePid();
+        return pid !== first ? pid : undefined;
+      }, 'the service to be restarted');
+      assert.notEqual(second, first);
+    } finally {
+      bus.disconnect();
+    }
+
+    child.kill('SIGINT');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
+    assert.deepEqual(await processesMentioning(stateDir), []);
+    await assert.rejects(fs.access(path.join(stateDir, 'dbus-address')));
+    const leftovers = await fs.readdir(path.join(stateDir, 'run'));
+    assert.deepEqual(leftovers, []);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
+    await fs.rm(stateDir, { recursive: true, force: true });
+  }
+});
