@@ -103,10 +103,10 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
   } catch {
     throw fail(problems.format('Image', displayUrl(image)));
   }
-  // Secrets in the URL would end up in the service's process arguments and in `Image`.
-  if (url.username || url.password || !url.hostname) throw fail(problems.format('Image', displayUrl(image)));
   const protocol = protocolBySchema[url.protocol];
   if (!protocol) throw RedfishError.of(400, 'ResourceAtUriInUnknownFormat', [displayUrl(image)]);
+  // Secrets in the URL would end up in the service's process arguments and in `Image`.
+  if (url.username || url.password || !url.hostname) throw fail(problems.format('Image', displayUrl(image)));
   const requested = parameters.TransferProtocolType;
   if (requested !== undefined && requested !== null && requested !== protocol) {
     throw fail(problems.conflict('TransferProtocolType', requested, 'Image'));
