@@ -45,7 +45,7 @@ export interface ServiceHarness {
   /** Resolves with the errno of the next Completion on `objectPath` after `since` signals. */
   completion(objectPath: string, since?: number): Promise<number>;
   waitFor(predicate: () => Promise<boolean> | boolean, what: string, timeoutMs?: number): Promise<void>;
-  /** PIDs of the service's child processes (nbdkit, nbd-client). */
+  /** PIDs of the service's helper processes (nbdkit, nbd-client). */
   servicePids(): Promise<number[]>;
   stop(): Promise<void>;
 }
@@ -144,7 +144,12 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
       }
     },
     async servicePids() {
-      return childrenOf(service.pid!);
+      // tsx may keep an esbuild transform service as a child of any process it runs in; not ours.
+      const pids = await childrenOf(service.pid!);
+      const commands = await Promise.all(
+        pids.map((pid) => fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')),
+      );
+      return pids.filter((_, i) => !/\/esbuild\0--service=/.test(commands[i]!));
     },
     async stop() {
       client.disconnect();

@@ -51,10 +51,7 @@ async function attachEmulated(
   server.listen(hostSocket);
   await once(server, 'listening');
   await fs.chmod(hostSocket, 0o600);
-  context.log.info(
-    { hostSocket, size: client.size, writeProtected },
-    'host export ready',
-  );
+  context.log.info({ hostSocket, size: client.size, writeProtected }, 'host export ready');
   return {
     writeProtected,
     stats: () => ({ ...stats }),
