@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { test } from 'node:test';
+import {
+  baseMessages,
+  baseRegistry,
+  errorBody,
+  RedfishError,
+  redfishMessage,
+} from '../../src/redfish/messages.ts';
+import { assertValidRedfish, sharedRedfish } from '../helpers/redfish-schema.ts';
+
+interface RegistryMessage {
+  Message: string;
+  MessageSeverity: string;
+  NumberOfArgs: number;
+  Resolution: string;
+}
+
+const registry = JSON.parse(
+  await readFile(path.join(sharedRedfish, 'registries', `Base.${baseRegistry.version}.json`), 'utf8'),
+) as { RegistryPrefix: string; RegistryVersion: string; Messages: Record<string, RegistryMessage> };
+
+test('the registry prefix and version are those of the published Base registry', () => {
+  assert.equal(registry.RegistryPrefix, baseRegistry.prefix);
+  assert.equal(registry.RegistryVersion, baseRegistry.version);
+});
+
+for (const [id, ours] of Object.entries(baseMessages)) {
+  test(`${id} matches the Base registry (text, argument count, severity, resolution)`, () => {
+    const published = registry.Messages[id];
+    assert.ok(published, `${id} is not in Base.${baseRegistry.version}`);
+    assert.equal(ours.message, published.Message);
+    assert.equal(ours.args, published.NumberOfArgs);
+    assert.equal(ours.severity, published.MessageSeverity);
+    assert.equal(ours.resolution, published.Resolution);
+    const placeholders = new Set(published.Message.match(/%\d+/g) ?? []);
+    assert.equal(placeholders.size, published.NumberOfArgs);
+  });
+}
+
+test('the messages later features need are all defined', () => {
+  for (const id of [
+    'ActionParameterMissing',
+    'ActionParameterNotSupported',
+    'ActionParameterUnknown',
+    'ActionParameterValueTypeError',
+    'ActionParameterValueFormatError',
+    'ResourceAtUriInUnknownFormat',
+    'ResourceInUse',
+    'ResourceNotFound',
+    'ServiceTemporarilyUnavailable',
+    'InsufficientPrivilege',
+    'InternalError',
+    'PropertyValueTypeError',
+    'PropertyValueFormatError',
+    'PropertyUnknown',
+    'PropertyNotWritable',
+    'MalformedJSON',
+    'PreconditionFailed',
+    'QueryParameterUnsupported',
+    'QueryNotSupported',
+    'OperationNotAllowed',
+    'NoValidSession',
+    'AccessDenied',
+    'ResourceAlreadyExists',
+    'Success',
+    'GeneralError',
+    'Created',
+  ]) {
+    assert.ok(id in baseMessages, id);
+  }
+});
+
+test('a message substitutes its arguments and carries id, severities, resolution and related properties', async () => {
+  const message = redfishMessage('PropertyValueTypeError', ['abc', 'Enabled'], ['#/Enabled']);
+  assert.deepEqual(message, {
+    MessageId: 'Base.1.22.1.PropertyValueTypeError',
+    Message: "The value 'abc' for the property Enabled is not a type that the property can accept.",
+    MessageArgs: ['abc', 'Enabled'],
+    MessageSeverity: 'Warning',
+    Severity: 'Warning',
+    Resolution: registry.Messages.PropertyValueTypeError?.Resolution,
+    RelatedProperties: ['#/Enabled'],
+  });
+  await assertValidRedfish(errorBody([message]));
+});
+
+test('an error body leads with its only message, or with GeneralError when there are several', async () => {
+  const one = errorBody([redfishMessage('ResourceNotFound', ['Session', 'x'])]);
+  assert.equal(one.error.code, 'Base.1.22.1.ResourceNotFound');
+  assert.equal(one.error.message, "The requested resource of type Session named 'x' was not found.");
+  const two = errorBody([redfishMessage('PropertyUnknown', ['A']), redfishMessage('PropertyUnknown', ['B'])]);
+  assert.equal(two.error.code, 'Base.1.22.1.GeneralError');
+  assert.equal(two.error['@Message.ExtendedInfo'].length, 2);
+  await assertValidRedfish(one);
+  await assertValidRedfish(two);
+});
+
+test('RedfishError carries status, messages and headers', () => {
+  const error = RedfishError.of(401, 'NoValidSession', [], { headers: { 'WWW-Authenticate': 'Basic' } });
+  assert.equal(error.statusCode, 401);
+  assert.equal(error.messages[0]?.MessageId, 'Base.1.22.1.NoValidSession');
+  assert.deepEqual(error.headers, { 'WWW-Authenticate': 'Basic' });
+});
