@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { followTask, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
+import type { Response } from '../helpers/server.ts';
+
+const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
+const slotUri = `${collectionUri}/Slot_2`;
+
+async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function assertUnavailable(response: Response) {
+  assert.equal(response.status, 503, response.text);
+  assert.equal(response.headers['retry-after'], '5');
+  assert.equal(
+    response.json.error['@Message.ExtendedInfo'][0].MessageId,
+    'Base.1.22.1.ServiceTemporarilyUnavailable',
+  );
+}
+
+describe('the VirtualMedia service killed and restarted', () => {
+  let stack: VmStack;
+
+  before(async () => {
+    stack = await startVmStack({ images: { '/r.img': Buffer.alloc(128 * 1024, 3) } });
+  });
+
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test('while it is gone every VirtualMedia request is 503 with Retry-After, never 500 or an empty 200', async () => {
+    assert.equal((await stack.server.request('GET', slotUri)).status, 200);
+    await stack.killService();
+    await until(async () => (await stack.server.request('GET', collectionUri)).status === 503, '503');
+    assertUnavailable(await stack.server.request('GET', collectionUri));
+    assertUnavailable(await stack.server.request('GET', slotUri));
+    assertUnavailable(
+      await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.InsertMedia`, {
+        body: { Image: `${stack.images.origin}/r.img` },
+      }),
+    );
+    assertUnavailable(
+      await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.EjectMedia`, { body: {} }),
+    );
+    // The rest of the service is unaffected.
+    assert.equal((await stack.server.request('GET', '/redfish/v1/Managers/bmc')).status, 200);
+  });
+
+  test('a new service instance is picked up by itself and works', async () => {
+    await stack.restartService();
+    await until(async () => (await stack.server.request('GET', collectionUri)).status === 200, 'recovery');
+    const accepted = await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.InsertMedia`, {
+      body: { Image: `${stack.images.origin}/r.img` },
+    });
+    assert.equal(accepted.status, 202, accepted.text);
+    assert.equal((await followTask(stack, String(accepted.headers.location))).status, 204);
+    assert.equal((await stack.server.request('GET', slotUri)).json.Inserted, true);
+    const ejected = await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.EjectMedia`, {
+      body: {},
+    });
+    assert.equal(ejected.status, 204);
+  });
+});
