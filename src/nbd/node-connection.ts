@@ -1,0 +1,118 @@
+/**
+ * The Node.js side of `NbdConnection`: a socket (or any byte Duplex) as a pull-based transport. This is
+ * the only file of the NBD module that depends on Node.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { NbdConnection } from './connection.ts';
+
+/** Errors that just mean the peer went away; reading reports them as the end of the stream. */
+const PEER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/**
+ * Wraps a connected socket. Nothing is read from it until `read()` is called, so a slow consumer leaves
+ * data in the kernel and the peer is throttled; `write()` resolves when the socket's buffer is below
+ * its high-water mark. `close()` flushes pending writes, ends the stream and destroys the socket.
+ */
+export function connectionFromSocket(socket: Duplex): NbdConnection {
+  socket.pause();
+  let ended = false;
+  let closed = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  socket.on('readable', notify);
+  socket.on('end', () => {
+    ended = true;
+    notify();
+  });
+  socket.on('close', () => {
+    ended = true;
+    notify();
+  });
+  socket.on('error', (error: Error & { code?: string }) => {
+    if (!PEER_GONE.has(error.code ?? '')) failure = error;
+    ended = true;
+    notify();
+  });
+
+  return {
+    async read(): Promise<Uint8Array | null> {
+      for (;;) {
+        if (closed) return null;
+        const chunk: unknown = socket.read();
+        if (chunk !== null) {
+          if (typeof chunk === 'string') throw new TypeError('NBD connection delivered text, not bytes');
+          const bytes = chunk as Uint8Array;
+          if (bytes.byteLength === 0) continue;
+          // A plain Uint8Array view: the protocol code relies on Uint8Array semantics only.
+          return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        }
+        if (failure) throw failure;
+        if (ended || socket.destroyed || socket.readableEnded) return null;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+    },
+
+    write(data: Uint8Array): Promise<void> {
+      if (closed || socket.destroyed || socket.writableEnded) {
+        return Promise.reject(new Error('NBD connection is closed'));
+      }
+      return new Promise<void>((resolve, reject) => {
+        let settled = false;
+        const finish = (error?: Error | null) => {
+          if (settled) return;
+          settled = true;
+          socket.off('drain', onDrain);
+          socket.off('close', onClose);
+          if (error) reject(error);
+          else resolve();
+        };
+        const onDrain = () => finish();
+        const onClose = () => finish(new Error('NBD connection closed while writing'));
+        const ok = socket.write(data, (error) => {
+          if (error) finish(error);
+        });
+        if (ok) finish();
+        else {
+          socket.once('drain', onDrain);
+          socket.once('close', onClose);
+        }
+      });
+    },
+
+    close(): void {
+      if (closed) return;
+      closed = true;
+      notify();
+      if (socket.destroyed) return;
+      // Send what is queued, then release the socket; a peer that never reads cannot hold it open.
+      const timer = setTimeout(() => socket.destroy(), 5000);
+      timer.unref?.();
+      socket.once('close', () => clearTimeout(timer));
+      socket.end(() => socket.destroy());
+    },
+  };
+}
+
+/** Connects to an NBD server listening on the Unix socket `path`. */
+export function connectUnix(path: string): Promise<NbdConnection> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection({ path });
+    const onError = (error: Error) => {
+      socket.destroy();
+      reject(error);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      resolve(connectionFromSocket(socket));
+    });
+  });
+}
