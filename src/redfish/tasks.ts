@@ -105,7 +105,7 @@ export class TaskStore {
    * (`work` is expected to turn every foreseeable failure into an outcome itself).
    */
   run(request: TaskRequest, work: () => Promise<TaskOutcome>): Task {
-    this.prune();
+    this.prune(1);
     const task = new Task(String(this.nextId++), request);
     this.tasks.set(task.id, task);
     work().then(
@@ -125,7 +125,8 @@ export class TaskStore {
     return [...this.tasks.values()];
   }
 
-  private prune(): void {
+  /** Drops expired tasks, then the oldest finished ones until `room` more fit under the limit. */
+  private prune(room = 0): void {
     const now = Date.now();
     const finished = [...this.tasks.values()].filter((t) => t.endTime);
     for (const task of finished) {
@@ -133,7 +134,7 @@ export class TaskStore {
     }
     // Map order is creation order: the oldest finished tasks are overwritten first.
     for (const task of finished) {
-      if (this.tasks.size < this.maxTasks) break;
+      if (this.tasks.size + room <= this.maxTasks) break;
       this.tasks.delete(task.id);
     }
   }
