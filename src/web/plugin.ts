@@ -34,7 +34,10 @@ let assets: Promise<Map<string, Asset>> | undefined;
 function asset(name: string, body: Buffer | Uint8Array): [string, Asset] {
   const buffer = Buffer.from(body);
   const etag = `"${createHash('sha256').update(buffer).digest('base64url').slice(0, 22)}"`;
-  return [`/${name}`, { body: buffer, type: contentTypes[path.extname(name)] ?? 'application/octet-stream', etag }];
+  return [
+    `/${name}`,
+    { body: buffer, type: contentTypes[path.extname(name)] ?? 'application/octet-stream', etag },
+  ];
 }
 
 /**

@@ -9,7 +9,7 @@ export interface WebSocketEnd {
 
 const OPEN = 1;
 /** `send()` waits while more than this is queued in the browser's socket buffer. */
-const HIGH_WATER_MARK = 4 * 1024 * 1024;
+export const HIGH_WATER_MARK = 4 * 1024 * 1024;
 /** Browsers have no "drain" event, so a blocked writer looks at `bufferedAmount` this often. */
 const DRAIN_POLL_MS = 5;
 
