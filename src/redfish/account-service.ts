@@ -4,7 +4,7 @@ import { assertSelfOr, principalOf } from '../auth/plugin.ts';
 import { type RoleId, roleIds, roles } from '../auth/privileges.ts';
 import { assertIfMatch } from './etag.ts';
 import { RedfishError, redfishMessage } from './messages.ts';
-import { collection, link, odataType } from './odata.ts';
+import { collection, creationUris, link, odataType } from './odata.ts';
 import { patchChanges, patchSchema } from './patch.ts';
 
 const serviceUri = '/redfish/v1/AccountService';
@@ -161,46 +161,51 @@ export async function accountServiceRoutes(app: FastifyInstance) {
   });
 
   type NewAccount = { UserName: string; Password: string; RoleId: RoleId; Enabled?: boolean };
-  app.post<{ Body: NewAccount }>(
-    accountsUri,
-    {
-      config: { privileges: ['ConfigureUsers'] },
-      schema: {
-        tags,
-        summary: 'Create an account',
-        body: {
-          type: 'object',
-          required: ['UserName', 'Password', 'RoleId'],
-          properties: {
-            UserName: userName,
-            Password: { type: 'string' },
-            RoleId: roleId,
-            Enabled: { type: 'boolean' },
-            Locked: { type: 'boolean', const: false },
-            AccountTypes: accountTypes,
+  for (const uri of creationUris(accountsUri)) {
+    app.post<{ Body: NewAccount }>(
+      uri,
+      {
+        config: { privileges: ['ConfigureUsers'] },
+        schema: {
+          tags,
+          summary: 'Create an account',
+          body: {
+            type: 'object',
+            required: ['UserName', 'Password', 'RoleId'],
+            properties: {
+              UserName: userName,
+              Password: { type: 'string' },
+              RoleId: roleId,
+              Enabled: { type: 'boolean' },
+              Locked: { type: 'boolean', const: false },
+              AccountTypes: accountTypes,
+            },
+            patternProperties: { '^@odata\\.': {} },
+            additionalProperties: false,
           },
-          patternProperties: { '^@odata\\.': {} },
-          additionalProperties: false,
         },
       },
-    },
-    async (request, reply) => {
-      const { UserName, Password, RoleId, Enabled = true } = request.body;
-      if (accounts.get(UserName)) {
-        throw RedfishError.of(409, 'ResourceAlreadyExists', ['ManagerAccount', 'UserName', UserName], {
-          relatedProperties: ['#/UserName'],
-        });
-      }
-      if (!accounts.passwordFitsPolicy(Password)) throw passwordRejected();
-      await accounts.create({ username: UserName, password: Password, roleId: RoleId, enabled: Enabled });
-      request.log.info(
-        { user: UserName, roleId: RoleId, by: principalOf(request).username },
-        'account created',
-      );
-      const account = accounts.get(UserName)!;
-      return reply.code(201).header('Location', `${accountsUri}/${UserName}`).send(accountResource(account));
-    },
-  );
+      async (request, reply) => {
+        const { UserName, Password, RoleId, Enabled = true } = request.body;
+        if (accounts.get(UserName)) {
+          throw RedfishError.of(409, 'ResourceAlreadyExists', ['ManagerAccount', 'UserName', UserName], {
+            relatedProperties: ['#/UserName'],
+          });
+        }
+        if (!accounts.passwordFitsPolicy(Password)) throw passwordRejected();
+        await accounts.create({ username: UserName, password: Password, roleId: RoleId, enabled: Enabled });
+        request.log.info(
+          { user: UserName, roleId: RoleId, by: principalOf(request).username },
+          'account created',
+        );
+        const account = accounts.get(UserName)!;
+        return reply
+          .code(201)
+          .header('Location', `${accountsUri}/${UserName}`)
+          .send(accountResource(account));
+      },
+    );
+  }
 
   const findAccount = (request: FastifyRequest<{ Params: { id: string } }>): Account => {
     const account = accounts.get(request.params.id);

@@ -65,6 +65,14 @@ export function collection(type: CollectionType, uri: string, name: string, memb
   };
 }
 
+/**
+ * The URIs that create a member of a collection: the collection itself and, as the Redfish specification
+ * makes equivalent, its `Members` property.
+ */
+export function creationUris(collectionUri: string): string[] {
+  return [collectionUri, `${collectionUri}/Members`];
+}
+
 const dmtfCsdl = (namespace: string) => `http://redfish.dmtf.org/schemas/v1/${namespace}_v1.xml`;
 
 // The newest ServiceRoot namespace that (re)defines the entity container; later versions only add types.

@@ -3,7 +3,7 @@ import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
 import type { Session } from '../auth/sessions.ts';
 import { assertIfMatch } from './etag.ts';
 import { RedfishError } from './messages.ts';
-import { collection, link, odataType } from './odata.ts';
+import { collection, creationUris, link, odataType } from './odata.ts';
 import { patchChanges, patchSchema } from './patch.ts';
 
 const serviceUri = '/redfish/v1/SessionService';
@@ -78,38 +78,40 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
     ),
   );
 
-  app.post<{ Body: { UserName: string; Password: string } }>(
-    sessionsUri,
-    {
-      config: { public: true },
-      schema: {
-        tags,
-        summary: 'Log in: answers 201 with the session token in X-Auth-Token',
-        body: {
-          type: 'object',
-          required: ['UserName', 'Password'],
-          properties: {
-            UserName: { type: 'string' },
-            Password: { type: 'string' },
-            Context: { type: 'string' },
+  for (const uri of creationUris(sessionsUri)) {
+    app.post<{ Body: { UserName: string; Password: string } }>(
+      uri,
+      {
+        config: { public: true },
+        schema: {
+          tags,
+          summary: 'Log in: answers 201 with the session token in X-Auth-Token',
+          body: {
+            type: 'object',
+            required: ['UserName', 'Password'],
+            properties: {
+              UserName: { type: 'string' },
+              Password: { type: 'string' },
+              Context: { type: 'string' },
+            },
+            patternProperties: { '^@odata\\.': {} },
+            additionalProperties: false,
           },
-          patternProperties: { '^@odata\\.': {} },
-          additionalProperties: false,
         },
       },
-    },
-    async (request, reply) => {
-      const account = await app.accounts.verify(request.body.UserName, request.body.Password);
-      if (!account) throw unauthorized(request);
-      const session = app.sessions.create(account.username, 'token', request.ip);
-      request.log.info({ user: account.username, session: session.id }, 'session created');
-      return reply
-        .code(201)
-        .header('Location', `${sessionsUri}/${session.id}`)
-        .header('X-Auth-Token', session.token)
-        .send(sessionResource(session));
-    },
-  );
+      async (request, reply) => {
+        const account = await app.accounts.verify(request.body.UserName, request.body.Password);
+        if (!account) throw unauthorized(request);
+        const session = app.sessions.create(account.username, 'token', request.ip);
+        request.log.info({ user: account.username, session: session.id }, 'session created');
+        return reply
+          .code(201)
+          .header('Location', `${sessionsUri}/${session.id}`)
+          .header('X-Auth-Token', session.token)
+          .send(sessionResource(session));
+      },
+    );
+  }
 
   const findSession = (request: FastifyRequest<{ Params: { id: string } }>): Session => {
     const session = app.sessions.get(request.params.id);
