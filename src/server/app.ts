@@ -18,6 +18,7 @@ import { sessionServiceRoutes } from '../redfish/session-service.ts';
 import { TaskStore, tasksPlugin } from '../redfish/tasks.ts';
 import { virtualMediaRoutes } from '../redfish/virtual-media.ts';
 import { loadTlsMaterial, type TlsFiles } from '../tls/certificate.ts';
+import { webUiPlugin } from '../web/plugin.ts';
 import { answerClientError } from './client-errors.ts';
 import { securityHeadersPlugin } from './security-headers.ts';
 import { loadServiceUuid } from './service-uuid.ts';
@@ -77,6 +78,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   await app.register(systemRoutes);
   await app.register(openapiRoutes);
   await app.register(webLoginRoutes);
+  await app.register(webUiPlugin);
 
   // Feature plugins register here, each declaring `config.privileges` or `config.public` on its routes:
   // VirtualMedia (Managers/bmc/VirtualMedia), TaskService, the /nbd/<n> WebSocket bridge and the web UI.

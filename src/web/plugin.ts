@@ -18,15 +18,7 @@ const contentTypes: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8',
   '.map': 'application/json; charset=utf-8',
-};
-
-// The page loads nothing from elsewhere and runs no inline script; the WebSocket goes to this origin.
-const securityHeaders = {
-  'Content-Security-Policy':
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-  'X-Content-Type-Options': 'nosniff',
-  'Referrer-Policy': 'no-referrer',
-  'X-Frame-Options': 'DENY',
+  '.svg': 'image/svg+xml',
 };
 
 let assets: Promise<Map<string, Asset>> | undefined;
@@ -58,12 +50,15 @@ async function buildAssets(): Promise<Map<string, Asset>> {
     logLevel: 'silent',
   });
   const files = new Map(result.outputFiles.map((file) => asset(path.basename(file.path), file.contents)));
-  const html = await fs.readFile(path.join(sourceDir, 'index.html'));
-  files.set('/', asset('index.html', html)[1]);
+  files.set('/', asset('index.html', await fs.readFile(path.join(sourceDir, 'index.html')))[1]);
+  files.set(...asset('favicon.svg', await fs.readFile(path.join(sourceDir, 'favicon.svg'))));
   return files;
 }
 
-/** Serves the web UI: `/` and the bundle beside it, public (the page itself asks for a login). */
+/**
+ * Serves the web UI: `/` and the bundle beside it, public (the page itself asks for a login). The
+ * security headers (CSP and friends) come from the server's own plugin, as for every response.
+ */
 export async function webUiPlugin(app: FastifyInstance): Promise<void> {
   assets ??= buildAssets();
   const files = await assets.catch((error: unknown) => {
@@ -71,8 +66,8 @@ export async function webUiPlugin(app: FastifyInstance): Promise<void> {
     throw error;
   });
   for (const [url, { body, type, etag }] of files) {
-    app.get(url, { config: { public: true } }, async (request, reply) => {
-      reply.headers({ ...securityHeaders, 'Cache-Control': 'no-cache', ETag: etag });
+    app.get(url, { config: { public: true }, schema: { hide: true } }, async (request, reply) => {
+      reply.headers({ 'Cache-Control': 'no-cache', ETag: etag });
       if (request.headers['if-none-match'] === etag) return reply.code(304).send();
       return reply.type(type).send(body);
     });

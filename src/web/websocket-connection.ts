@@ -12,6 +12,11 @@ const OPEN = 1;
 export const HIGH_WATER_MARK = 4 * 1024 * 1024;
 /** Browsers have no "drain" event, so a blocked writer looks at `bufferedAmount` this often. */
 const DRAIN_POLL_MS = 5;
+/**
+ * Largest message sent. The bridge refuses messages over 1 MiB (close 1009) so that its memory stays
+ * bounded, while a READ reply may be up to 32 MiB: replies are split, which NBD allows (a byte stream).
+ */
+export const MAX_MESSAGE = 256 * 1024;
 
 /**
  * An `NbdConnection` over an open WebSocket carrying binary frames. Sending applies backpressure through
@@ -57,7 +62,9 @@ export class WebSocketConnection implements NbdConnection {
 
   async write(data: Uint8Array): Promise<void> {
     if (this.closed || this.socket.readyState !== OPEN) throw new Error('the WebSocket is closed');
-    this.socket.send(data);
+    for (let offset = 0; offset < data.length; offset += MAX_MESSAGE) {
+      this.socket.send(data.subarray(offset, offset + MAX_MESSAGE));
+    }
     while (this.socket.bufferedAmount > HIGH_WATER_MARK) {
       await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
       if (this.closed) throw new Error('the WebSocket closed');

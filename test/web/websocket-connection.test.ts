@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { createWebSocketStream, WebSocket, WebSocketServer } from 'ws';
 import { serveNbd } from '../../src/nbd/server.ts';
 import { FileDevice } from '../../src/web/file-device.ts';
-import { HIGH_WATER_MARK, WebSocketConnection } from '../../src/web/websocket-connection.ts';
+import { HIGH_WATER_MARK, MAX_MESSAGE, WebSocketConnection } from '../../src/web/websocket-connection.ts';
 
 const run = promisify(execFile);
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
@@ -29,7 +29,8 @@ function asBrowserSocket(socket: WebSocket): globalThis.WebSocket {
  * socket. Real NBD clients (nbdcopy, nbdinfo, qemu-io) then exercise the adapter end to end.
  */
 async function servePage(dir: string, device: FileDevice) {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  // Like the bridge, refuse messages over the adapter's limit (ws closes with 1009).
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_MESSAGE });
   await once(wss, 'listening');
   const socketPath = path.join(dir, `page-${randomBytes(4).toString('hex')}.sock`);
   const bridge = net.createServer();
@@ -86,7 +87,8 @@ describe('WebSocketConnection', () => {
     const second = await servePage(dir, new FileDevice(await openAsBlob(image)));
     try {
       const copy = path.join(dir, 'read.copy');
-      await run('nbdcopy', ['--requests=32', second.uri, copy]);
+      // 4 MiB requests: each reply spans several WebSocket messages.
+      await run('nbdcopy', ['--requests=8', '--request-size=4194304', second.uri, copy]);
       assert.equal(sha256(await fs.readFile(copy)), sha256(content));
     } finally {
       await second.close();
