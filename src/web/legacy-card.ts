@@ -28,7 +28,7 @@ export class LegacySlotCard extends SlotCard {
     const form = h(
       'form',
       { className: 'insert-form' },
-      field('Image URL', this.url, 'https:// or smb://'),
+      field('Image URL', this.url, 'HTTPS, or SMB as smb://host/share/path/image.iso'),
       h(
         'details',
         { className: 'credentials' },
