@@ -117,7 +117,7 @@ byId('logout').addEventListener('click', async () => {
 });
 
 window.addEventListener('beforeunload', (event) => {
-  const serving = [...cards.values()].some((card) => card instanceof ProxySlotCard && card.serving);
+  const serving = [...cards.values()].some((card) => card instanceof ProxySlotCard && card.busy);
   if (serving) event.preventDefault();
 });
 

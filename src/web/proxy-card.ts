@@ -28,6 +28,8 @@ export class ProxySlotCard extends SlotCard {
     this.rate,
   );
   private mount: ProxyMount | undefined;
+  /** The chosen file while this page serves it, and whether the host has attached it yet. */
+  private serving: { file: File; attached: boolean } | undefined;
   private ejecting = false;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -56,7 +58,7 @@ export class ProxySlotCard extends SlotCard {
   }
 
   /** True while this page serves a medium: leaving the page would pull it from the host. */
-  get serving(): boolean {
+  get busy(): boolean {
     return this.mount !== undefined;
   }
 
@@ -69,10 +71,18 @@ export class ProxySlotCard extends SlotCard {
 
   protected render(): void {
     const inserted = this.member.Inserted;
-    if (this.mount) {
+    if (this.mount && this.serving) {
+      // Redfish has no name for a proxied image; this page knows it.
+      this.image.textContent = `${this.serving.file.name} (from this page)`;
       if (this.ejecting) this.setState('Ejecting…', 'busy');
       else if (inserted) this.setState('Mounted', 'ok');
       else this.setState('Connecting…', 'busy');
+      if (inserted && !this.serving.attached) {
+        this.serving.attached = true;
+        const { file } = this.serving;
+        const access = this.mount.device.readOnly ? 'read-only' : 'read-write; writes stay in this page';
+        this.say(`Serving ${file.name} (${formatBytes(file.size)}, ${access}).`);
+      }
     } else {
       this.setState(inserted ? 'In use' : 'Ready', inserted ? 'ok' : 'idle');
     }
@@ -99,13 +109,13 @@ export class ProxySlotCard extends SlotCard {
     const writable = !this.protect.input.checked;
     const mount = new ProxyMount(endpoint, file, { writable, xsrfToken: token });
     this.mount = mount;
+    this.serving = { file, attached: false };
     this.say(`Connecting to ${endpoint}…`);
     this.startStats(mount);
     this.render();
     void mount.ended.then((end) => this.finished(mount, end));
-    if (await mount.connected) {
-      const access = writable ? 'read-write; writes stay in this page' : 'read-only';
-      this.say(`Serving ${file.name} (${formatBytes(file.size)}, ${access}).`);
+    if ((await mount.connected) && this.serving && !this.serving.attached) {
+      this.say(`Connected; waiting for the host to attach ${file.name}…`);
     }
     await this.context.refresh();
   }
@@ -125,6 +135,7 @@ export class ProxySlotCard extends SlotCard {
   private async finished(mount: ProxyMount, end: MountEnd): Promise<void> {
     clearInterval(this.statsTimer);
     this.mount = undefined;
+    this.serving = undefined;
     if (this.ejecting) this.say('Ejected.');
     else this.say(describeEnd(end, await mount.connected), 'error');
     this.ejecting = false;

@@ -25,7 +25,7 @@ export abstract class SlotCard {
   protected member: VirtualMedia;
   protected readonly controls = h('div', { className: 'controls' });
   private readonly state = h('span', { className: 'badge state' });
-  private readonly image = h('dd');
+  protected readonly image = h('dd');
   private readonly connectedVia = h('dd');
   private readonly access = h('dd');
   private readonly message = h('p', { className: 'message', hidden: true });
