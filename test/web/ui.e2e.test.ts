@@ -11,7 +11,9 @@ import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
 import { launchBrowser, screenshot, type TestBrowser } from './browser.ts';
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+/** A hung NBD tool fails the test instead of hanging it. */
+const run = (command: string, args: string[]) => execFileAsync(command, args, { timeout: 60_000 });
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 const MiB = 1024 * 1024;
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';

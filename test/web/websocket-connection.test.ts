@@ -15,7 +15,9 @@ import { serveNbd } from '../../src/nbd/server.ts';
 import { FileDevice } from '../../src/web/file-device.ts';
 import { HIGH_WATER_MARK, MAX_MESSAGE, WebSocketConnection } from '../../src/web/websocket-connection.ts';
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+/** A hung NBD tool fails the test instead of hanging it. */
+const run = (command: string, args: string[]) => execFileAsync(command, args, { timeout: 60_000 });
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 /** The `ws` client has the browser WebSocket's shape (binaryType, bufferedAmount, on* handlers). */
