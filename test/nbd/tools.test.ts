@@ -48,15 +48,18 @@ before(async () => {
 });
 
 after(async () => {
-  await server.close();
-  // Every session any tool opened ended cleanly (NBD_CMD_DISC or NBD_OPT_ABORT), none with an error.
-  const outcomes = await Promise.all(server.outcomes);
-  assert.ok(outcomes.length > 10);
-  assert.deepEqual(
-    outcomes.filter((o) => o !== undefined),
-    [],
-  );
-  await dir.remove();
+  try {
+    await server.close();
+    // Every session any tool opened ended cleanly (NBD_CMD_DISC or NBD_OPT_ABORT), none with an error.
+    const outcomes = await Promise.all(server.outcomes);
+    assert.ok(outcomes.length > 10);
+    assert.deepEqual(
+      outcomes.filter((o) => o !== undefined),
+      [],
+    );
+  } finally {
+    await dir.remove();
+  }
 });
 
 interface NbdinfoExport {
