@@ -1,0 +1,253 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import type { RawData, WebSocket } from 'ws';
+
+/**
+ * Largest WebSocket message the bridge accepts (ws closes with 1009 beyond it). NBD clients rarely ask
+ * for more than 256 KiB at once, but peers must split larger writes into messages of at most this size.
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+/** Close codes of RFC 6455 §7.4.1 the bridge uses. */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  UnsupportedData: 1003,
+  PolicyViolation: 1008,
+  MessageTooBig: 1009,
+  InternalError: 1011,
+} as const;
+
+export interface RelayLimits {
+  /** Bytes queued towards one side above which the other side is no longer read. */
+  highWaterMark: number;
+  /** Queued bytes at or below which reading resumes. */
+  lowWaterMark: number;
+  /** The WebSocket server's maxPayload: the largest message that can arrive after a pause. */
+  maxMessage: number;
+}
+
+export const defaultLimits: RelayLimits = Object.freeze({
+  highWaterMark: 1024 * 1024,
+  lowWaterMark: 256 * 1024,
+  maxMessage: MAX_MESSAGE_BYTES,
+});
+
+/**
+ * Worst case of bytes queued towards one side: pausing a stream stops new reads, but what was already
+ * read is still delivered — at most one message in the parser plus one socket read (64 KiB in Node).
+ */
+export function bufferBound(limits: RelayLimits): number {
+  return limits.highWaterMark + limits.maxMessage + 64 * 1024;
+}
+
+export interface RelayStats {
+  /** Bytes relayed from the WebSocket into the Unix socket, and the other way. */
+  bytesToSocket: number;
+  bytesToWebSocket: number;
+  /** Bytes queued in this process towards the Unix socket (including before it is attached). */
+  socketBuffered: number;
+  /** Bytes queued in this process towards the WebSocket peer. */
+  webSocketBuffered: number;
+  /** The largest values those two reached: the bound tests assert. */
+  peakSocketBuffered: number;
+  peakWebSocketBuffered: number;
+  /** Whether reading is currently paused on each side. */
+  webSocketPaused: boolean;
+  socketPaused: boolean;
+}
+
+export type RelayEndCause = 'websocket' | 'socket' | 'local';
+
+export interface RelayEnd {
+  /** Which side ended the relay first. */
+  by: RelayEndCause;
+  code: number;
+  reason: string;
+}
+
+/** How long a closing WebSocket peer gets to answer the close frame before its socket is destroyed. */
+const CLOSE_GRACE_MS = 500;
+
+/**
+ * Relays bytes between a WebSocket (binary messages) and a stream socket (the NBD client of the host
+ * side), with bounded memory: when the bytes queued towards one side exceed the high-water mark, the
+ * other side is paused until the queue drains. Unlike bmcweb's fixed buffers (its open bug #203:
+ * overflow under `dd` read stress), nothing here grows with the peer's sending rate.
+ *
+ * The WebSocket may be given before the socket exists: messages are then held (the WebSocket paused)
+ * until `attach()`, because an NBD server speaks first while the host side connects only later.
+ *
+ * Events: `pause`/`resume` with `'websocket' | 'socket'` (the side whose reading stopped/restarted);
+ * `end` with a {@link RelayEnd}, once.
+ */
+export class Relay extends EventEmitter {
+  private socket: Socket | undefined;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private endResult: RelayEnd | undefined;
+  private readonly counters = {
+    bytesToSocket: 0,
+    bytesToWebSocket: 0,
+    peakSocketBuffered: 0,
+    peakWebSocketBuffered: 0,
+    webSocketPaused: false,
+    socketPaused: false,
+  };
+  /** Resolves when the relay ended, whichever side ended it. */
+  readonly ended: Promise<RelayEnd>;
+  private resolveEnded!: (end: RelayEnd) => void;
+
+  constructor(
+    private readonly ws: WebSocket,
+    readonly limits: RelayLimits = defaultLimits,
+  ) {
+    super();
+    this.ended = new Promise((resolve) => {
+      this.resolveEnded = resolve;
+    });
+    ws.on('message', this.onMessage);
+    ws.once('close', this.onWebSocketClose);
+    // The close event follows every error; the listener only keeps the error from being thrown.
+    ws.on('error', () => undefined);
+    this.pauseWebSocket();
+  }
+
+  /** Starts relaying to `socket`: flushes what the WebSocket sent so far and resumes reading it. */
+  attach(socket: Socket): void {
+    if (this.socket) throw new Error('relay already attached');
+    if (this.endResult) {
+      socket.destroy();
+      return;
+    }
+    this.socket = socket;
+    socket.on('data', this.onSocketData);
+    socket.on('drain', this.onSocketDrain);
+    socket.once('close', this.onSocketClose);
+    socket.on('error', () => undefined);
+    for (const chunk of this.pending) this.writeToSocket(chunk);
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (socket.writableLength <= this.limits.lowWaterMark) this.resumeWebSocket();
+  }
+
+  /** Ends the relay from this side: the WebSocket gets `code`/`reason`, the socket is destroyed. */
+  close(code: number, reason: string): void {
+    this.finish({ by: 'local', code, reason });
+  }
+
+  get isEnded(): boolean {
+    return this.endResult !== undefined;
+  }
+
+  stats(): RelayStats {
+    return {
+      ...this.counters,
+      socketBuffered: this.socketBuffered(),
+      webSocketBuffered: this.ws.bufferedAmount,
+    };
+  }
+
+  private socketBuffered(): number {
+    return this.socket ? this.socket.writableLength : this.pendingBytes;
+  }
+
+  private readonly onMessage = (data: RawData, isBinary: boolean): void => {
+    if (!isBinary) {
+      this.finish({ by: 'local', code: CloseCode.UnsupportedData, reason: 'binary frames only' });
+      return;
+    }
+    // ws hands over a Buffer for binary messages (binaryType 'nodebuffer', the default).
+    const chunk = data as Buffer;
+    if (this.socket) {
+      this.writeToSocket(chunk);
+    } else {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      this.notePeakSocket(this.pendingBytes);
+    }
+  };
+
+  private writeToSocket(chunk: Buffer): void {
+    const socket = this.socket!;
+    socket.write(chunk);
+    this.counters.bytesToSocket += chunk.length;
+    const queued = socket.writableLength;
+    this.notePeakSocket(queued);
+    if (queued > this.limits.highWaterMark) this.pauseWebSocket();
+  }
+
+  private notePeakSocket(queued: number): void {
+    if (queued > this.counters.peakSocketBuffered) this.counters.peakSocketBuffered = queued;
+  }
+
+  // 'drain' fires once the socket's queue is empty, which is below any low-water mark.
+  private readonly onSocketDrain = (): void => {
+    if (this.counters.webSocketPaused && !this.endResult) this.resumeWebSocket();
+  };
+
+  private readonly onSocketData = (chunk: Buffer): void => {
+    // The callback is one shared function: no allocation per chunk.
+    this.ws.send(chunk, { binary: true }, this.onWebSocketSent);
+    this.counters.bytesToWebSocket += chunk.length;
+    const queued = this.ws.bufferedAmount;
+    if (queued > this.counters.peakWebSocketBuffered) this.counters.peakWebSocketBuffered = queued;
+    if (queued > this.limits.highWaterMark && !this.counters.socketPaused) {
+      this.counters.socketPaused = true;
+      this.socket!.pause();
+      this.emit('pause', 'socket');
+    }
+  };
+
+  // ws has no 'drain' event; each completed send is the moment its queue shrinks.
+  private readonly onWebSocketSent = (): void => {
+    if (this.counters.socketPaused && !this.endResult && this.ws.bufferedAmount <= this.limits.lowWaterMark) {
+      this.counters.socketPaused = false;
+      this.socket!.resume();
+      this.emit('resume', 'socket');
+    }
+  };
+
+  private pauseWebSocket(): void {
+    if (this.counters.webSocketPaused) return;
+    this.counters.webSocketPaused = true;
+    this.ws.pause();
+    this.emit('pause', 'websocket');
+  }
+
+  private resumeWebSocket(): void {
+    if (!this.counters.webSocketPaused) return;
+    this.counters.webSocketPaused = false;
+    this.ws.resume();
+    this.emit('resume', 'websocket');
+  }
+
+  private readonly onWebSocketClose = (code: number, reason: Buffer): void => {
+    this.finish({ by: 'websocket', code, reason: reason.toString() });
+  };
+
+  private readonly onSocketClose = (): void => {
+    this.finish({ by: 'socket', code: CloseCode.GoingAway, reason: 'the host side disconnected' });
+  };
+
+  private finish(end: RelayEnd): void {
+    if (this.endResult) return;
+    this.endResult = end;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.socket?.destroy();
+    if (end.by !== 'websocket') closeWebSocket(this.ws, end.code, end.reason);
+    this.emit('end', end);
+    this.resolveEnded(end);
+  }
+}
+
+/** Sends a close frame, and destroys the connection if the peer does not answer it promptly. */
+function closeWebSocket(ws: WebSocket, code: number, reason: string): void {
+  if (ws.readyState === ws.CLOSED) return;
+  // A close reason is limited to 123 bytes (RFC 6455 §5.5); 120 leaves room for a cut UTF-8 sequence.
+  ws.close(code, Buffer.from(reason).subarray(0, 120).toString());
+  const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+  timer.unref();
+  ws.once('close', () => clearTimeout(timer));
+}
