@@ -1,34 +1,17 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import dbus from 'dbus-next';
 import { Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { createFakeKernel, type FakeKernel } from '../helpers/fake-kernel.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 
 const PROXY = slotPath(SlotMode.Proxy, 'Slot_0');
+const LEGACY = slotPath(SlotMode.Legacy, 'Slot_2');
+const noSecret = new dbus.Variant('i', -1);
 const G = 'usb_gadget/mass-storage-Slot_0';
 const F = `${G}/functions/mass_storage.usb0`;
-
-/**
- * A stand-in for nbd-client: records its argv, "connects" /dev/nbd0 by writing a size into the fake
- * sysfs, and on `-d` (or SIGTERM) sets it back to 0 and ends the attached instance.
- */
-function fakeNbdClient(dir: string): string {
-  return `#!/bin/bash
-printf '%s\\n' "$*" >> ${dir}/nbd-client.argv
-if [ "$1" = "-d" ]; then
-  dev=$(basename "$2"); echo 0 > ${dir}/sys/block/$dev/size
-  [ -f ${dir}/$dev.pid ] && kill $(cat ${dir}/$dev.pid) 2>/dev/null
-  exit 0
-fi
-dev=$(basename "$7")
-echo $$ > ${dir}/$dev.pid
-trap 'echo 0 > ${dir}/sys/block/'$dev'/size; rm -f ${dir}/'$dev'.pid; exit 0' TERM
-echo 2048 > ${dir}/sys/block/$dev/size
-while true; do sleep 0.1; done
-`;
-}
 
 /** Every file (with its content) and symlink (with its target) under `root`, relative paths. */
 async function tree(root: string): Promise<Record<string, string>> {
@@ -54,35 +37,18 @@ function loggedSteps(output: string): string[] {
 }
 
 describe('usb-gadget host attachment against a temporary sysfs/configfs tree', () => {
+  let kernel: FakeKernel;
   let dir: string;
   let harness: ServiceHarness;
 
   before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-gadget-'));
-    await fs.mkdir(path.join(dir, 'sys/block/nbd0'), { recursive: true });
-    await fs.writeFile(path.join(dir, 'sys/block/nbd0/size'), '0\n');
-    await fs.writeFile(
-      path.join(dir, 'sys/block/nbd0/stat'),
-      '     5        0       40        2        3        0       24        1        0        4        3\n',
-    );
-    await fs.mkdir(path.join(dir, 'sys/class/udc/dummy_udc.0'), { recursive: true });
-    await fs.mkdir(path.join(dir, 'configfs/usb_gadget'), { recursive: true });
-    await fs.writeFile(path.join(dir, 'nbd-client'), fakeNbdClient(dir), { mode: 0o755 });
-    harness = await startServiceHarness({
-      hostMode: 'usb-gadget',
-      args: [
-        '--sysfs-root',
-        path.join(dir, 'sys'),
-        '--configfs-root',
-        path.join(dir, 'configfs'),
-        '--nbd-client',
-        path.join(dir, 'nbd-client'),
-      ],
-    });
+    kernel = await createFakeKernel();
+    dir = kernel.dir;
+    harness = await startServiceHarness({ hostMode: 'usb-gadget', args: kernel.args });
   });
   after(async () => {
     await harness?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
+    await kernel?.remove();
   });
 
   test('nbd-client argv, gadget files, values and order, stats from sysfs, teardown in reverse', async () => {
@@ -91,10 +57,7 @@ describe('usb-gadget host attachment against a temporary sysfs/configfs tree', (
     assert.equal(await harness.completion(PROXY, since), 0, harness.output());
 
     const socket = path.join(harness.runtimeDir, 'nbd0.sock');
-    assert.equal(
-      await fs.readFile(path.join(dir, 'nbd-client.argv'), 'utf8'),
-      `-t 30 -b 512 -u ${socket} /dev/nbd0 -n -L\n`,
-    );
+    assert.equal(await kernel.nbdClientArgv(), `-t 30 -b 512 -u ${socket} /dev/nbd0 -n -L\n`);
     assert.deepEqual(await tree(path.join(dir, 'configfs')), {
       [`${G}/idVendor`]: '0x1d6b',
       [`${G}/idProduct`]: '0x0104',
@@ -146,9 +109,9 @@ describe('usb-gadget host attachment against a temporary sysfs/configfs tree', (
       `rmdir ${G}/strings/0x409`,
       `rmdir ${G}`,
     ]);
-    assert.deepEqual(await fs.readdir(path.join(dir, 'configfs/usb_gadget')), []);
+    assert.deepEqual(await kernel.gadgets(), []);
     assert.equal(
-      await fs.readFile(path.join(dir, 'nbd-client.argv'), 'utf8'),
+      await kernel.nbdClientArgv(),
       `-t 30 -b 512 -u ${socket} /dev/nbd0 -n -L\n-d /dev/nbd0\n`,
       'the device is disconnected after the gadget is gone',
     );
@@ -156,15 +119,45 @@ describe('usb-gadget host attachment against a temporary sysfs/configfs tree', (
     assert.deepEqual(await harness.servicePids(), [], 'nbd-client reaped');
   });
 
+  test('lun.0/cdrom is 1 exactly for an .iso image (any case); lun.0/ro follows WriteProtected', async () => {
+    const lun = `configfs/usb_gadget/mass-storage-Slot_2/functions/mass_storage.usb0/lun.0`;
+    // nbdkit-curl contacts the server only when a client connects; the fake nbd-client never does.
+    const cases = [
+      { url: 'https://127.0.0.1:1/images/x.iso', readWrite: false, cdrom: '1', writeProtected: true },
+      { url: 'https://127.0.0.1:1/X.IsO?token=abc', readWrite: true, cdrom: '1', writeProtected: true },
+      { url: 'https://127.0.0.1:1/disk.img', readWrite: true, cdrom: '0', writeProtected: false },
+      { url: 'https://127.0.0.1:1/disk.img', readWrite: false, cdrom: '0', writeProtected: true },
+      { url: 'https://127.0.0.1:1/get?file=x.iso', readWrite: true, cdrom: '0', writeProtected: false },
+    ];
+    for (const { url, readWrite, cdrom, writeProtected } of cases) {
+      const since = harness.signals.length;
+      assert.deepEqual(
+        await harness.call(LEGACY, Interface.Legacy, 'Mount', 'sbv', [url, readWrite, noSecret]),
+        [true],
+      );
+      assert.equal(await harness.completion(LEGACY, since), 0, harness.output());
+      const published = (await harness.getAll(LEGACY, Interface.MountPoint)).WriteProtected;
+      assert.equal(published, writeProtected, `WriteProtected for ${url} rw=${readWrite}`);
+      assert.equal(await fs.readFile(path.join(dir, lun, 'cdrom'), 'utf8'), cdrom, `cdrom for ${url}`);
+      const ro = await fs.readFile(path.join(dir, lun, 'ro'), 'utf8');
+      assert.equal(ro, published ? '1' : '0', `ro for ${url} rw=${readWrite}`);
+      const unmounted = harness.signals.length;
+      assert.deepEqual(await harness.call(LEGACY, Interface.Legacy, 'Unmount'), [true]);
+      assert.equal(await harness.completion(LEGACY, unmounted), 0);
+    }
+    assert.deepEqual(await kernel.gadgets(), []);
+    assert.deepEqual(await harness.servicePids(), [], 'nbdkit and nbd-client reaped');
+  });
+
   test('nbd-client failing to connect ends the mount with no gadget left', async () => {
     await fs.writeFile(
-      path.join(dir, 'nbd-client'),
+      kernel.nbdClient,
       '#!/bin/bash\necho "Socket failed: Connection refused" >&2\nexit 1\n',
     );
     const since = harness.signals.length;
     assert.deepEqual(await harness.call(PROXY, Interface.Proxy, 'Mount'), [true]);
     assert.equal(await harness.completion(PROXY, since), Errno.EIO);
-    assert.deepEqual(await fs.readdir(path.join(dir, 'configfs/usb_gadget')), []);
+    assert.deepEqual(await kernel.gadgets(), []);
     assert.equal((await harness.getAll(PROXY, Interface.Process)).Active, false);
   });
 });
