@@ -9,6 +9,8 @@ export interface ImageServerOptions {
   images: Record<string, Uint8Array>;
   /** When set, every request needs this Basic auth. */
   credentials?: { user: string; password: string };
+  /** Requests for which this returns true are never answered: a transfer that is surely in progress. */
+  stall?: (request: ImageServerRequest) => boolean;
 }
 
 export interface ImageServerRequest {
@@ -36,7 +38,9 @@ export async function startImageServer(options: ImageServerOptions): Promise<Ima
     (req, res) => {
       const path = new URL(req.url ?? '/', 'https://image.test').pathname;
       const authorized = expectedAuth === undefined || req.headers.authorization === expectedAuth;
-      requests.push({ method: req.method ?? '', path, range: req.headers.range, authorized });
+      const request = { method: req.method ?? '', path, range: req.headers.range, authorized };
+      requests.push(request);
+      if (options.stall?.(request)) return;
       if (!authorized) {
         res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="images"' }).end();
         return;

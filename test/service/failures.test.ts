@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import dbus from 'dbus-next';
 import { withCredentialsPipe } from '../../src/dbus/credentials-pipe.ts';
 import { DbusError, Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
@@ -15,12 +17,18 @@ import { createTestCertificates } from '../helpers/test-ca.ts';
 const LEGACY = slotPath(SlotMode.Legacy, 'Slot_2');
 const PROXY = slotPath(SlotMode.Proxy, 'Slot_0');
 const noSecret = new dbus.Variant('i', -1);
+const run = promisify(execFile);
+/** Far longer than a failure takes; reached only if nbdcopy hangs on a dead source. */
+const NBDCOPY_TIMEOUT_MS = 60_000;
 
 describe('failures end in Ready with the right errno and no leftovers', () => {
   let dir: string;
   let harness: ServiceHarness;
   let trusted: ImageServer;
   let untrusted: ImageServer;
+  let stalling: ImageServer;
+  /** Ranged GETs the stalling server has received; all but the first are left unanswered. */
+  let rangedGets = 0;
   const image = crypto.randomBytes(1024 * 1024);
 
   before(async () => {
@@ -32,6 +40,11 @@ describe('failures end in Ready with the right errno and no leftovers', () => {
     const images = { '/disk.img': image };
     trusted = await startImageServer({ certificates, images, credentials: { user: 'u', password: 'right' } });
     untrusted = await startImageServer({ certificates: rogue, images });
+    stalling = await startImageServer({
+      certificates,
+      images,
+      stall: (request) => request.method === 'GET' && request.range !== undefined && ++rangedGets > 1,
+    });
     harness = await startServiceHarness({
       env: { VMEDIA_CA_BUNDLE: certificates.caCertFile },
       config: (runtimeDir) => ({
@@ -53,6 +66,7 @@ describe('failures end in Ready with the right errno and no leftovers', () => {
     await harness?.stop();
     await trusted?.close();
     await untrusted?.close();
+    await stalling?.close();
     await fs.rm(dir, { recursive: true, force: true });
   });
 
@@ -65,6 +79,13 @@ describe('failures end in Ready with the right errno and no leftovers', () => {
     assert.deepEqual(await fs.readdir(harness.hostDir), [], 'no host export left');
     assert.deepEqual(await fs.readdir(harness.runtimeDir), ['ca-bundle.pem'], 'no socket or pidfile left');
   });
+
+  async function nbdkitPid(): Promise<number> {
+    const [nbdkit] = await harness.servicePids();
+    assert.ok(nbdkit);
+    assert.match(await fs.readFile(`/proc/${nbdkit}/comm`, 'utf8'), /nbdkit/);
+    return nbdkit;
+  }
 
   async function legacyMount(url: string, credentials?: { user: string; password: string }): Promise<number> {
     const since = harness.signals.length;
@@ -105,12 +126,24 @@ describe('failures end in Ready with the right errno and no leftovers', () => {
 
   test('nbdkit killed while mounted → Completion(EIO)', async () => {
     assert.equal(await legacyMount(`${trusted.origin}/disk.img`, { user: 'u', password: 'right' }), 0);
-    const [nbdkit] = await harness.servicePids();
-    assert.ok(nbdkit);
-    assert.match(await fs.readFile(`/proc/${nbdkit}/comm`, 'utf8'), /nbdkit/);
+    const nbdkit = await nbdkitPid();
     const since = harness.signals.length;
     process.kill(nbdkit, 'SIGKILL');
     assert.equal(await harness.completion(LEGACY, since), Errno.EIO);
+  });
+
+  test('nbdkit killed mid-transfer → nbdcopy fails, Completion(EIO)', async () => {
+    assert.equal(await legacyMount(`${stalling.origin}/disk.img`), 0);
+    const hostUri = `nbd+unix:///?socket=${path.join(harness.hostDir, 'Slot_2.sock')}`;
+    const copy = run('nbdcopy', [hostUri, path.join(dir, 'copy.img')], { timeout: NBDCOPY_TIMEOUT_MS });
+    copy.catch(() => undefined);
+    await harness.waitFor(() => rangedGets > 1, 'a read of the copy to be stalled at the server');
+    const nbdkit = await nbdkitPid();
+    const since = harness.signals.length;
+    process.kill(nbdkit, 'SIGKILL');
+    assert.equal(await harness.completion(LEGACY, since), Errno.EIO);
+    await assert.rejects(copy, (error: { killed?: boolean }) => !error.killed, 'nbdcopy failed, not hung');
+    assert.deepEqual(await harness.getAll(LEGACY, Interface.Process), { Active: false, ExitCode: Errno.EIO });
   });
 
   test('Mount while Active → System.Error.EBUSY; the mounted medium is untouched', async () => {
