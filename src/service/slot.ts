@@ -1,5 +1,5 @@
 import { EventEmitter, once } from 'node:events';
-import { DbusError, Errno } from '../dbus/names.ts';
+import { Errno } from '../dbus/names.ts';
 import type { Logger } from '../log.ts';
 import { CleanupStack } from './cleanup.ts';
 import type { SlotConfig } from './config.ts';
@@ -113,11 +113,19 @@ export class Slot extends EventEmitter<{ changed: [Partial<SlotStatus>]; complet
     void this.activate(session, request);
   }
 
-  /** Starts unmounting (or cancels an activation); throws PrecheckError when there is nothing to stop. */
+  /**
+   * Starts unmounting (or cancels an activation). On a Ready slot it is a success with an immediate
+   * `completion(0)`: the slot already is what the caller asks for, and callers such as bmcweb's
+   * EjectMedia or the /nbd bridge unmount after a medium that was lost on its own (its Completion
+   * already went out) and must not see an error, nor wait for a Completion that never comes. The
+   * Completion goes out before the method reply, so it cannot follow a Mount started afterwards.
+   */
   unmount(): void {
     const session = this.session;
     if (this.current === 'Ready' || !session) {
-      throw new PrecheckError(DbusError.NotAllowed, `${this.config.slotId} is not mounted`);
+      this.log.info('unmount of an empty slot: nothing to do');
+      this.emit('completion', Errno.OK);
+      return;
     }
     if (this.current === 'Deactivating') throw PrecheckError.busy(this.config.slotId, this.current);
     if (this.current === 'Activating') {

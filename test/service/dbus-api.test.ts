@@ -211,12 +211,23 @@ describe('D-Bus objects of the VirtualMedia service', () => {
     assert.deepEqual(await harness.getAll(legacyPath, Interface.Process), { Active: false, ExitCode: 111 });
   });
 
-  test('Unmount of an idle slot is refused with NotAllowed', async () => {
-    await rejectsWith(harness.call(legacyPath, Interface.Legacy, 'Unmount'), DbusError.NotAllowed);
-    await rejectsWith(
-      harness.call(slotPath(SlotMode.Proxy, 'Slot_1'), Interface.Proxy, 'Unmount'),
-      DbusError.NotAllowed,
-    );
+  test('Unmount of an idle slot succeeds at once: true, Completion(0), nothing else changes', async () => {
+    for (const [slot, iface] of [
+      [legacyPath, Interface.Legacy],
+      [slotPath(SlotMode.Proxy, 'Slot_1'), Interface.Proxy],
+    ] as const) {
+      const before = await harness.getAll(slot, Interface.Process);
+      const since = harness.signals.length;
+      assert.deepEqual(await harness.call(slot, iface, 'Unmount'), [true]);
+      assert.equal(await harness.completion(slot, since), 0);
+      const emitted = harness.signals.slice(since).filter((s) => s.path === slot);
+      assert.deepEqual(
+        emitted.map((s) => s.member),
+        ['Completion'],
+        'no PropertiesChanged',
+      );
+      assert.deepEqual(await harness.getAll(slot, Interface.Process), before);
+    }
   });
 
   test('Process.ExitCode is -1 while running (Proxy slot, nothing to connect to: ECONNREFUSED)', async () => {

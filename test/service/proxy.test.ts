@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
 import { listenUnix, type Nbdkit, relayTo, startNbdkit } from '../helpers/nbdkit.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 
@@ -69,6 +69,32 @@ describe('Proxy mount: the test plays the server on the slot socket, relaying to
         () => server.connections[0]!.closed,
         'the service to close its source connection',
       );
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('a medium lost on its own: Completion(EIO) and Ready; a later Unmount answers true, Completion(0)', async () => {
+    const server = await listenUnix(path.join(harness.runtimeDir, 'nbd0.sock'), relayTo(nbdkit.socket));
+    try {
+      const since = harness.signals.length;
+      assert.deepEqual(await harness.call(PROXY, Interface.Proxy, 'Mount'), [true]);
+      assert.equal(await harness.completion(PROXY, since), 0, harness.output());
+
+      const lost = harness.signals.length;
+      await server.close(); // the server side goes away (bmcweb's WebSocket peer died)
+      assert.equal(await harness.completion(PROXY, lost), Errno.EIO);
+      assert.deepEqual(await harness.getAll(PROXY, Interface.Process), {
+        Active: false,
+        ExitCode: Errno.EIO,
+      });
+      assert.deepEqual(await fs.readdir(harness.hostDir), [], 'host export removed');
+
+      // What bmcweb's EjectMedia (or the /nbd bridge) does next.
+      const ejected = harness.signals.length;
+      assert.deepEqual(await harness.call(PROXY, Interface.Proxy, 'Unmount'), [true]);
+      assert.equal(await harness.completion(PROXY, ejected), 0);
+      assert.equal((await harness.getAll(PROXY, Interface.Process)).Active, false);
     } finally {
       await server.close();
     }
