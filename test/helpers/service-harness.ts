@@ -15,7 +15,7 @@ const READY_TIMEOUT_MS = 30_000;
 export interface ServiceHarnessOptions {
   /** Slot config document (seed format), given the runtime dir; written to a file, passed as --config. */
   config?: (runtimeDir: string) => unknown;
-  hostMode?: 'emulated' | 'usb-gadget';
+  hostMode?: 'auto' | 'emulated' | 'usb-gadget';
   /** More `vmedia service` arguments (--sysfs-root, --nbd-client, …). */
   args?: string[];
   env?: Record<string, string>;

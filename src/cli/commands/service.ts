@@ -40,7 +40,11 @@ export async function run(argv: string[]): Promise<void> {
   const log = createLogger('vmedia-service');
 
   const config = await loadConfig(values.config ?? environment.slotConfig, paths.runtime);
-  const hostMode: HostMode = chooseHostMode(requestedMode, values['configfs-root']);
+  const hostMode: HostMode = chooseHostMode(requestedMode, {
+    sysfsRoot: values['sysfs-root'],
+    configfsRoot: values['configfs-root'],
+    nbdDevices: config.slots.map((slot) => slot.nbdDevice),
+  });
   await fs.mkdir(paths.host, { recursive: true, mode: 0o700 });
   const attachHost =
     hostMode === 'emulated'

@@ -2,16 +2,33 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { HostMode } from './attachment.ts';
 
+/** Where `auto` looks for the kernel pieces the real USB gadget needs. */
+export interface HostProbe {
+  sysfsRoot: string;
+  configfsRoot: string;
+  /** The slots' NBD devices (`/dev/nbdN`). */
+  nbdDevices: string[];
+}
+
 /**
- * `auto` picks the real USB gadget only where the kernel offers both pieces it needs: an NBD device
- * and configfs's usb_gadget; elsewhere (dev machines, CI) the emulated host.
+ * `auto` picks the real USB gadget only where the kernel offers everything it needs: the slots' NBD
+ * devices, configfs's usb_gadget and a USB device controller to bind to; elsewhere (dev machines, CI)
+ * the emulated host. The nbd module creates `<sysfs>/block/nbdN` along with `/dev/nbdN`; looking
+ * there, under the configurable roots, lets a test or a dry run decide from a temporary tree.
  */
-export function chooseHostMode(
-  requested: HostMode | 'auto',
-  configfsRoot: string,
-  nbdDevice = '/dev/nbd0',
-): HostMode {
+export function chooseHostMode(requested: HostMode | 'auto', probe: HostProbe): HostMode {
   if (requested !== 'auto') return requested;
-  const kernelReady = fs.existsSync(nbdDevice) && fs.existsSync(path.join(configfsRoot, 'usb_gadget'));
-  return kernelReady ? 'usb-gadget' : 'emulated';
+  const nbd = probe.nbdDevices.every((device) =>
+    fs.existsSync(path.join(probe.sysfsRoot, 'block', path.basename(device))),
+  );
+  const gadget = fs.existsSync(path.join(probe.configfsRoot, 'usb_gadget'));
+  return nbd && gadget && hasUdc(probe.sysfsRoot) ? 'usb-gadget' : 'emulated';
+}
+
+function hasUdc(sysfsRoot: string): boolean {
+  try {
+    return fs.readdirSync(path.join(sysfsRoot, 'class', 'udc')).length > 0;
+  } catch {
+    return false;
+  }
 }
