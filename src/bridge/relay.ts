@@ -78,6 +78,9 @@ const CLOSE_GRACE_MS = 500;
  * The WebSocket may be given before the socket exists: messages are then held (the WebSocket paused)
  * until `attach()`, because an NBD server speaks first while the host side connects only later.
  *
+ * When the socket side ends, the WebSocket is left open (paused) for the owner to close with
+ * `close(code, reason)`: only the owner knows why the host went away (a failed mount, an eject).
+ *
  * Events: `pause`/`resume` with `'websocket' | 'socket'` (the side whose reading stopped/restarted);
  * `end` with a {@link RelayEnd}, once.
  */
@@ -131,9 +134,13 @@ export class Relay extends EventEmitter {
     if (socket.writableLength <= this.limits.lowWaterMark) this.resumeWebSocket();
   }
 
-  /** Ends the relay from this side: the WebSocket gets `code`/`reason`, the socket is destroyed. */
+  /**
+   * Ends the relay from this side: the WebSocket gets `code`/`reason`, the socket is destroyed. After
+   * the socket side ended, this closes the WebSocket that was left open.
+   */
   close(code: number, reason: string): void {
-    this.finish({ by: 'local', code, reason });
+    if (this.endResult) closeWebSocket(this.ws, code, reason);
+    else this.finish({ by: 'local', code, reason });
   }
 
   get isEnded(): boolean {
@@ -153,6 +160,8 @@ export class Relay extends EventEmitter {
   }
 
   private readonly onMessage = (data: RawData, isBinary: boolean): void => {
+    // Already-parsed messages can still arrive after the end; there is nowhere to send them.
+    if (this.endResult) return;
     if (!isBinary) {
       this.finish({ by: 'local', code: CloseCode.UnsupportedData, reason: 'binary frames only' });
       return;
@@ -236,7 +245,8 @@ export class Relay extends EventEmitter {
     this.pending = [];
     this.pendingBytes = 0;
     this.socket?.destroy();
-    if (end.by !== 'websocket') closeWebSocket(this.ws, end.code, end.reason);
+    if (end.by === 'local') closeWebSocket(this.ws, end.code, end.reason);
+    else if (end.by === 'socket') this.pauseWebSocket();
     this.emit('end', end);
     this.resolveEnded(end);
   }
@@ -244,7 +254,7 @@ export class Relay extends EventEmitter {
 
 /** Sends a close frame, and destroys the connection if the peer does not answer it promptly. */
 function closeWebSocket(ws: WebSocket, code: number, reason: string): void {
-  if (ws.readyState === ws.CLOSED) return;
+  if (ws.readyState === ws.CLOSED || ws.readyState === ws.CLOSING) return;
   // A close reason is limited to 123 bytes (RFC 6455 §5.5); 120 leaves room for a cut UTF-8 sequence.
   ws.close(code, Buffer.from(reason).subarray(0, 120).toString());
   const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);

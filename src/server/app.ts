@@ -5,6 +5,7 @@ import { authorizationPlugin } from '../auth/plugin.ts';
 import { provisionAdmin } from '../auth/provision.ts';
 import { SessionStore } from '../auth/sessions.ts';
 import { webLoginRoutes } from '../auth/web-login.ts';
+import { nbdBridgePlugin } from '../bridge/plugin.ts';
 import { statePaths } from '../config/environment.ts';
 import type { VirtualMediaClient } from '../dbus/virtual-media-client.ts';
 import { createLogger, type Logger } from '../log.ts';
@@ -86,6 +87,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   await app.register(tasksPlugin, { tasks });
   await app.register(oemSchemaRoutes);
   if (options.virtualMedia) await app.register(virtualMediaRoutes, { client: options.virtualMedia, tasks });
+  if (options.virtualMedia) await app.register(nbdBridgePlugin, { client: options.virtualMedia });
 
   // Plugins are written against the default instance type; the HTTPS server differs only in `app.server`.
   return app as unknown as FastifyInstance;

@@ -105,7 +105,7 @@ function readExactly(stream: net.Socket, length: number): Promise<string> {
   });
 }
 
-test('what the WebSocket sends before the socket is attached is delivered first', async () => {
+test('what the WebSocket sends before the socket is attached is delivered first; the owner closes it after the host left', async () => {
   const greeting = Buffer.from('NBDMAGIC-greeting');
   const { relay, client, host } = await connectPair(async (c) => {
     c.send(greeting);
@@ -116,8 +116,11 @@ test('what the WebSocket sends before the socket is attached is delivered first'
   host.destroy();
   const end = await relay.ended;
   assert.equal(end.by, 'socket');
-  const [code] = await once(client, 'close');
-  assert.equal(code, CloseCode.GoingAway);
+  assert.equal(client.readyState, WebSocket.OPEN, 'the owner decides how the WebSocket closes');
+  relay.close(CloseCode.InternalError, 'mount failed');
+  const [code, reason] = await once(client, 'close');
+  assert.equal(code, CloseCode.InternalError);
+  assert.equal(String(reason), 'mount failed');
 });
 
 test('a stalled host consumer stops the relay reading the WebSocket, within the bound', async () => {

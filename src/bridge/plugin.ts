@@ -1,0 +1,131 @@
+import type { IncomingMessage } from 'node:http';
+import fastifyWebsocket from '@fastify/websocket';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fastifyPlugin from 'fastify-plugin';
+import { principalOf } from '../auth/plugin.ts';
+import { SlotMode } from '../dbus/names.ts';
+import type { VirtualMediaClient } from '../dbus/virtual-media-client.ts';
+import { RedfishError } from '../redfish/messages.ts';
+import { NbdBridge } from './bridge.ts';
+import { CloseCode, defaultLimits, type RelayLimits } from './relay.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The `/nbd/<n>` sessions: EjectMedia on a Proxy slot ends one with `closeSession`. */
+    nbdBridge: NbdBridge;
+  }
+}
+
+export interface BridgePluginOptions {
+  client: VirtualMediaClient;
+  limits?: RelayLimits;
+}
+
+const RETRY_AFTER_S = 5;
+
+/**
+ * Routes WebSocket upgrades, and only them, to the bridge whatever their path: a slot's EndpointId is
+ * any path the slot configuration names, and the service may add slots after the server started.
+ */
+const upgradeConstraint: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
+  name: 'websocketUpgrade',
+  storage() {
+    const handlers = new Map<unknown, ReturnType<ReturnType<typeof this.storage>['get']>>();
+    return {
+      get: (value) => handlers.get(value) ?? null,
+      set: (value, handler) => {
+        handlers.set(value, handler);
+      },
+    };
+  },
+  deriveConstraint: (request) => (request.headers.upgrade?.toLowerCase() === 'websocket' ? true : undefined),
+  // Other upgrade requests (to a Redfish URI, say) still reach their ordinary route.
+  mustMatchWhenDerived: false,
+};
+
+/**
+ * The `/nbd/<n>` WebSocket → Unix-socket bridge (SPEC §4). Everything is checked before the upgrade:
+ * the shared authorization hook (credentials, ConfigureManager, and for a cookie session the XSRF token
+ * offered as `Sec-WebSocket-Protocol`), then the slot: a Proxy slot by that EndpointId (404), with no
+ * session and not mounted (409). The XSRF token is echoed as the chosen subprotocol, as browsers require.
+ */
+async function bridgePlugin(app: FastifyInstance, options: BridgePluginOptions) {
+  const limits = options.limits ?? defaultLimits;
+  const bridge = new NbdBridge({
+    client: options.client,
+    log: app.log.child({ module: 'nbd-bridge' }),
+    limits,
+  });
+  app.decorate('nbdBridge', bridge);
+  app.addHook('onClose', () => bridge.closeAll('the server is shutting down'));
+
+  /** Raw upgrade requests of cookie sessions → the subprotocol to answer with (their XSRF token). */
+  const subprotocols = new WeakMap<IncomingMessage, string>();
+  app.addConstraintStrategy(upgradeConstraint);
+
+  await app.register(async (scope) => {
+    await scope.register(fastifyWebsocket, {
+      options: {
+        maxPayload: limits.maxMessage,
+        perMessageDeflate: false,
+        handleProtocols: (offered, request) => {
+          const token = subprotocols.get(request);
+          return token !== undefined && offered.has(token) ? token : false;
+        },
+      },
+    });
+
+    scope.route({
+      method: 'GET',
+      url: '/*',
+      constraints: { websocketUpgrade: true },
+      config: { privileges: ['ConfigureManager'] },
+      schema: { hide: true },
+      exposeHeadRoute: false,
+      // A refused upgrade leaves a socket Node's HTTP server no longer tracks (the auth hook may refuse
+      // before @fastify/websocket's own hooks run): end it once the refusal is sent. An accepted upgrade
+      // is hijacked and never gets here.
+      onResponse: async (request) => {
+        request.raw.socket.destroy();
+      },
+      preHandler: async (request) => {
+        slotFor(request, options.client, bridge);
+        const xsrfToken = principalOf(request).session?.xsrfToken;
+        if (xsrfToken !== undefined) subprotocols.set(request.raw, xsrfToken);
+      },
+      // Reached by a request that names `Upgrade: websocket` without asking to upgrade the connection.
+      handler: (_request, reply) => reply.code(426).header('Upgrade', 'websocket').send(),
+      wsHandler: (socket, request) => {
+        const slot = options.client.slotByEndpoint(pathOf(request));
+        // Two upgrades for one slot can pass their checks before either session opens: the later loses.
+        if (!slot || bridge.has(slot.slotId)) {
+          socket.close(CloseCode.PolicyViolation, 'the slot is in use');
+          return;
+        }
+        bridge.open(slot, socket);
+      },
+    });
+  });
+}
+
+function pathOf(request: FastifyRequest): string {
+  const query = request.url.indexOf('?');
+  return query < 0 ? request.url : request.url.slice(0, query);
+}
+
+/** The free Proxy slot the request's path names, or the Redfish error that refuses the upgrade. */
+function slotFor(request: FastifyRequest, client: VirtualMediaClient, bridge: NbdBridge) {
+  if (!client.available) {
+    throw RedfishError.of(503, 'ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)], {
+      headers: { 'Retry-After': String(RETRY_AFTER_S) },
+    });
+  }
+  const endpoint = pathOf(request);
+  const slot = client.slotByEndpoint(endpoint);
+  if (!slot || slot.mode !== SlotMode.Proxy)
+    throw RedfishError.of(404, 'ResourceNotFound', ['EndpointId', endpoint]);
+  if (bridge.has(slot.slotId) || slot.active) throw RedfishError.of(409, 'ResourceInUse', []);
+  return slot;
+}
+
+export const nbdBridgePlugin = fastifyPlugin(bridgePlugin, { name: 'vmedia-nbd-bridge' });
