@@ -17,6 +17,22 @@ const commands: Record<string, Command> = {
     summary: 'run the xyz.openbmc_project.VirtualMedia D-Bus service',
     load: () => import('./commands/service.ts'),
   },
+  mount: {
+    summary: 'serve a local image file into a Proxy slot over WSS (headless Proxy mode)',
+    load: () => import('./commands/mount.ts'),
+  },
+  insert: {
+    summary: 'insert an HTTPS or SMB image URL into a Legacy slot and wait for the result',
+    load: () => import('./commands/insert.ts'),
+  },
+  eject: {
+    summary: 'eject the medium of a slot',
+    load: () => import('./commands/eject.ts'),
+  },
+  status: {
+    summary: 'list the virtual media slots and what they hold',
+    load: () => import('./commands/status.ts'),
+  },
 };
 
 function usage(): string {

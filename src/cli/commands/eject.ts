@@ -1,0 +1,20 @@
+import { parseArgs } from 'node:util';
+import { connectionOptions, connectionUsage, memberUri, RedfishClient } from '../redfish-client.ts';
+
+/** `vmedia eject <SlotId>`: EjectMedia (either mode), waiting until the slot is empty. */
+export async function run(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: connectionOptions,
+  });
+  const [slotId] = positionals;
+  if (!slotId || positionals.length > 1) throw new Error(`usage: vmedia eject <SlotId> [${connectionUsage}]`);
+  const client = await RedfishClient.connect(values);
+  try {
+    await client.action(`${memberUri(slotId)}/Actions/VirtualMedia.EjectMedia`, {});
+    process.stdout.write(`${slotId}: ejected\n`);
+  } finally {
+    await client.close();
+  }
+}
