@@ -77,7 +77,7 @@ export class WebSocketConnection implements NbdConnection {
     });
   }
 
-  close(code = 1000, reason = 'done'): void {
+  close(code = 1000, reason = 'the NBD session ended'): void {
     if (this.closed) return;
     this.closed = true;
     this.queue.length = 0;

@@ -107,7 +107,7 @@ async function serve(
     const [end] = await Promise.all([connection.ended, serving.catch(() => undefined)]);
     progress.stop();
     process.stderr.write(
-      `vmedia mount: ${where.slotId} released (${end.reason || `code ${end.code}`}); served ${formatBytes(served)}\n`,
+      `vmedia mount: ${where.slotId} released (${interrupted ? 'ejected' : end.reason || `code ${end.code}`}); served ${formatBytes(served)}\n`,
     );
     // 1011: the mount failed on the host side; anything else but a normal end is an error too.
     if (!interrupted && end.code !== 1000 && end.code !== 1001) {
