@@ -66,6 +66,9 @@ export interface RelayEnd {
   reason: string;
 }
 
+/** Send options shared by every chunk (not one object per send). */
+const BINARY = Object.freeze({ binary: true });
+
 /** How long a closing WebSocket peer gets to answer the close frame before its socket is destroyed. */
 const CLOSE_GRACE_MS = 500;
 
@@ -197,7 +200,7 @@ export class Relay extends EventEmitter {
 
   private readonly onSocketData = (chunk: Buffer): void => {
     // The callback is one shared function: no allocation per chunk.
-    this.ws.send(chunk, { binary: true }, this.onWebSocketSent);
+    this.ws.send(chunk, BINARY, this.onWebSocketSent);
     this.counters.bytesToWebSocket += chunk.length;
     const queued = this.ws.bufferedAmount;
     if (queued > this.counters.peakWebSocketBuffered) this.counters.peakWebSocketBuffered = queued;
