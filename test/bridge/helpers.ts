@@ -94,6 +94,18 @@ export async function waitFor(
   }
 }
 
+/** Waits until `value()` stops changing (sampled every 20 ms): the flow has stalled. */
+export async function quiescent(value: () => number, samples = 5): Promise<void> {
+  let last = value();
+  let same = 0;
+  while (same < samples) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = value();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+}
+
 /** The slot is free again: no session, no socket file, and the service reports it not active. */
 export async function slotFreed(stack: VmStack, slotId: string, timeoutMs = 10_000): Promise<void> {
   const socket = stack.client.slot(slotId)!.socket;

@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { bufferBound } from '../../src/bridge/relay.ts';
 import { WebSocketConnection } from '../../src/cli/websocket-connection.ts';
 import { MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { serveNbd } from '../../src/nbd/server.ts';
 import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
-import { closeOf, hostUri, nbdToolBytes, opened, slotFreed, upgrade, waitFor } from './helpers.ts';
+import { closeOf, hostUri, nbdToolBytes, opened, quiescent, slotFreed, upgrade, waitFor } from './helpers.ts';
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 const basic = (user: string, password: string) => ({
@@ -86,6 +87,8 @@ describe('the /nbd bridge on the real server and service', () => {
 
   test('serves an image to the host; a second connection gets 409; closing the WebSocket frees the slot', async () => {
     const image = randomBytes(3 * 1024 * 1024 + 512);
+    // A crash can leave the socket file behind; the bridge replaces it.
+    fs.writeFileSync(stack.client.slot('Slot_0')!.socket, 'stale');
     const { ws, served } = await mountMemory(image);
     const slot = stack.client.slot('Slot_0')!;
     assert.equal(fs.statSync(slot.socket).mode & 0o777, 0o600);
@@ -128,6 +131,30 @@ describe('the /nbd bridge on the real server and service', () => {
     assert.equal(code, 1011);
     assert.match(reason, /mount failed: E[A-Z]+ \(\d+\)/);
     await slotFreed(stack, 'Slot_1');
+  });
+
+  test('with the host side stalled, the bridge stops reading the WebSocket within its bound', async () => {
+    const { ws } = await mountMemory(randomBytes(64 * 1024));
+    const service = stack.harness.service;
+    service.kill('SIGSTOP');
+    try {
+      // Bytes the stopped service never reads (what they are does not matter any more).
+      const flood = Buffer.alloc(256 * 1024, 0xa5);
+      const total = 64 * 1024 * 1024;
+      for (let sent = 0; sent < total; sent += flood.length) ws.send(flood);
+      await quiescent(() => ws.bufferedAmount);
+      const stats = stack.server.app.nbdBridge.stats('Slot_0')!;
+      assert.equal(stats.webSocketPaused, true);
+      assert.ok(ws.bufferedAmount > total / 2, `the client still holds ${ws.bufferedAmount} bytes`);
+      assert.ok(stats.bytesToSocket < total / 2, `relayed ${stats.bytesToSocket} bytes to a stopped host`);
+      const bound = bufferBound(stack.server.app.nbdBridge.limits);
+      assert.ok(stats.peakSocketBuffered <= bound, `peak ${stats.peakSocketBuffered} > ${bound}`);
+      assert.ok(stats.peakSocketBuffered > stack.server.app.nbdBridge.limits.highWaterMark);
+    } finally {
+      service.kill('SIGCONT');
+    }
+    ws.terminate();
+    await slotFreed(stack, 'Slot_0');
   });
 
   test('killing the host side (the service) closes the WebSocket and frees the slot', async () => {

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket, WebSocketServer } from 'ws';
 import { bufferBound, CloseCode, Relay, type RelayLimits } from '../../src/bridge/relay.ts';
+import { quiescent } from './helpers.ts';
 
 // Small marks so that the bound is far below what the peers try to push.
 const limits: RelayLimits = { highWaterMark: 256 * 1024, lowWaterMark: 64 * 1024, maxMessage: 128 * 1024 };
@@ -61,18 +62,6 @@ async function connectPair(beforeAttach?: (client: WebSocket) => Promise<void>):
   hostSockets.push(host);
   relay.attach((await bridgeSide)[0]);
   return { relay, client, host };
-}
-
-/** Waits until `value()` stops changing (sampled every 20 ms): the flow has stalled. */
-async function quiescent(value: () => number, samples = 5): Promise<void> {
-  let last = value();
-  let same = 0;
-  while (same < samples) {
-    await sleep(20);
-    const now = value();
-    same = now === last ? same + 1 : 0;
-    last = now;
-  }
 }
 
 function sendAll(client: WebSocket, payload: Buffer, messageSize: number): void {
