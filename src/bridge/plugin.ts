@@ -39,8 +39,9 @@ const upgradeConstraint: Parameters<FastifyInstance['addConstraintStrategy']>[0]
     };
   },
   deriveConstraint: (request) => (request.headers.upgrade?.toLowerCase() === 'websocket' ? true : undefined),
-  // Other upgrade requests (to a Redfish URI, say) still reach their ordinary route.
-  mustMatchWhenDerived: false,
+  // Every upgrade request comes here, even to a path with an ordinary route (a Redfish URI): this route
+  // closes the connection after refusing, which Node no longer does once anyone handles 'upgrade'.
+  mustMatchWhenDerived: true,
 };
 
 /**

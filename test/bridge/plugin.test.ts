@@ -52,7 +52,7 @@ describe('the /nbd bridge on the real server and service', () => {
     assert.equal(slot.active, false, 'nothing mounted');
   }
 
-  test('refused before the upgrade: no credentials, a ReadOnly user, a wrong XSRF subprotocol', async () => {
+  test('refused before the upgrade, connection closed: no credentials, ReadOnly, wrong XSRF subprotocol, not an endpoint', async () => {
     assert.equal((await upgrade(stack, '/nbd/0')).status, 401);
     assertNothingFlowed();
     assert.equal((await upgrade(stack, '/nbd/0', { headers: { 'X-Auth-Token': 'f00d' } })).status, 401);
@@ -73,8 +73,10 @@ describe('the /nbd bridge on the real server and service', () => {
     assert.equal(wrong.status, 403);
     assertNothingFlowed();
 
-    // Not a Proxy slot's EndpointId.
+    // Not a Proxy slot's EndpointId, even where an ordinary route exists (the connection is closed).
     assert.equal((await upgrade(stack, '/nbd/7', { headers: { 'X-Auth-Token': token } })).status, 404);
+    const redfish = await upgrade(stack, '/redfish/v1/Managers', { headers: { 'X-Auth-Token': token } });
+    assert.equal(redfish.status, 404);
     assertNothingFlowed();
 
     // The right token, offered as the subprotocol, is accepted and echoed (a browser insists on it).
