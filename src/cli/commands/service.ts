@@ -70,6 +70,8 @@ export async function run(argv: string[]): Promise<void> {
     { busName: SERVICE_NAME, hostMode, slots: config.slots.map((s) => s.slotId), stateDir },
     `${SERVICE_NAME} ready`,
   );
+  // The readiness line launchers wait for, whatever the log level.
+  process.stdout.write(`vmedia service ready: ${SERVICE_NAME} (host mode ${hostMode})\n`);
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {

@@ -52,7 +52,7 @@ export async function run(argv: string[]): Promise<void> {
   try {
     await service.start();
     const readyLine = await server.start();
-    const url = readyLine.match(/https:\/\/\S+?(?=["\s]|$)/)?.[0] ?? '';
+    const url = readyLine.match(/https:\/\/\S+/)?.[0] ?? '';
     process.stdout.write(`vmedia ready: ${url}\n`);
   } catch (error) {
     await stop();
@@ -75,7 +75,7 @@ class Supervised {
     private readonly args: string[],
   ) {}
 
-  /** Spawns the child and resolves with its first output line that says `ready`. */
+  /** Spawns the child and resolves with its readiness line (`vmedia <command> ready: …`). */
   start(): Promise<string> {
     const child = spawn(process.execPath, [vmediaBin, this.command, ...this.args], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -85,7 +85,7 @@ class Supervised {
       const lines = createInterface({ input: child.stdout! });
       lines.on('line', (line) => {
         process.stdout.write(`${line}\n`);
-        if (/\bready\b/.test(line)) resolve(line);
+        if (line.startsWith(`vmedia ${this.command} ready`)) resolve(line);
       });
       child.once('exit', (code, signal) => reject(new Error(`${this.command} exited (${signal ?? code})`)));
     });
