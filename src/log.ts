@@ -9,6 +9,8 @@ export const redactedPaths = [
   'req.headers["x-auth-token"]',
   'req.headers.cookie',
   'req.headers["x-xsrf-token"]',
+  // A browser's WebSocket carries its session's XSRF token as the subprotocol.
+  'req.headers["sec-websocket-protocol"]',
   'res.headers["set-cookie"]',
   'res.headers["x-auth-token"]',
   'headers.authorization',

@@ -74,7 +74,7 @@ export class NbdBridge {
   async closeSession(slotId: string, reason: string): Promise<boolean> {
     const session = this.sessions.get(slotId);
     if (!session) return false;
-    session.relay.close(CloseCode.Normal, reason);
+    await session.eject(reason);
     await session.done;
     return true;
   }
@@ -93,6 +93,8 @@ class BridgeSession {
   private readonly socketPath: string;
   private server: net.Server | undefined;
   private attached = false;
+  /** Why the session is being ejected, once `eject` was called. */
+  private ejectReason: string | undefined;
   /** The errno of the mount's Completion once it came. */
   private completion: number | undefined;
   private completionArrived: (() => void) | undefined;
@@ -108,6 +110,21 @@ class BridgeSession {
     this.socketPath = slot.socket;
     this.relay = new Relay(ws, limits);
     this.done = this.run().catch((error) => this.log.error({ err: error }, 'bridge session failed'));
+  }
+
+  /**
+   * Ends the session in order: the service unmounts first and leaves the socket, so the medium goes
+   * away cleanly (Completion(0)) rather than as a lost connection (EIO); then the peer gets 1000.
+   */
+  async eject(reason: string): Promise<void> {
+    this.ejectReason = reason;
+    const unmounted = this.attached
+      ? await this.client.proxyUnmount(this.slot.slotId).then(
+          () => true,
+          () => false,
+        )
+      : false;
+    if (!unmounted) this.relay.close(CloseCode.Normal, reason);
   }
 
   completed(errno: number): void {
@@ -167,6 +184,7 @@ class BridgeSession {
 
   /** The host side went away: tell the WebSocket peer why, waiting briefly for the mount's verdict. */
   private async closeAfterHostLeft(): Promise<void> {
+    if (this.ejectReason !== undefined) return this.relay.close(CloseCode.Normal, this.ejectReason);
     if (this.completion === undefined) {
       const arrived = new Promise<void>((resolve) => {
         this.completionArrived = resolve;

@@ -218,8 +218,11 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     );
     calling.add(slot.slotId);
     try {
-      if (slot.mode === SlotMode.Proxy) await client.proxyUnmount(slot.slotId);
-      else await client.legacyUnmount(slot.slotId);
+      if (slot.mode === SlotMode.Legacy) await client.legacyUnmount(slot.slotId);
+      // A WebSocket session serving the medium is told why it ends (close 1000), then unmounts itself.
+      else if (!(await app.nbdBridge.closeSession(slot.slotId, 'media ejected through Redfish'))) {
+        await client.proxyUnmount(slot.slotId);
+      }
     } catch (error) {
       throw refused(error);
     } finally {

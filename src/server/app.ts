@@ -86,8 +86,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   const tasks = new TaskStore();
   await app.register(tasksPlugin, { tasks });
   await app.register(oemSchemaRoutes);
-  if (options.virtualMedia) await app.register(virtualMediaRoutes, { client: options.virtualMedia, tasks });
+  // The bridge first: EjectMedia on a Proxy slot ends its session through `app.nbdBridge`.
   if (options.virtualMedia) await app.register(nbdBridgePlugin, { client: options.virtualMedia });
+  if (options.virtualMedia) await app.register(virtualMediaRoutes, { client: options.virtualMedia, tasks });
 
   // Plugins are written against the default instance type; the HTTPS server differs only in `app.server`.
   return app as unknown as FastifyInstance;

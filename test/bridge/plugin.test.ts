@@ -176,7 +176,7 @@ describe('the /nbd bridge on the real server and service', () => {
     const { ws } = await mountMemory(randomBytes(64 * 1024));
     const closing = closeOf(ws);
     assert.equal(await stack.server.app.nbdBridge.closeSession('Slot_0', 'ejected'), true);
-    assert.deepEqual(await closing, { code: 1000, reason: 'ejected' });
+    assert.equal((await closing).code, 1000);
     await slotFreed(stack, 'Slot_0');
     assert.equal(await stack.server.app.nbdBridge.closeSession('Slot_0', 'ejected'), false);
   });
@@ -189,8 +189,9 @@ describe('the /nbd bridge on the real server and service', () => {
       '/redfish/v1/Managers/bmc/VirtualMedia/Slot_0/Actions/VirtualMedia.EjectMedia',
       { body: {} },
     );
-    assert.ok([200, 202, 204].includes(eject.status), `EjectMedia: ${eject.status} ${eject.text}`);
-    await closing;
+    assert.equal(eject.status, 204, `EjectMedia: ${eject.status} ${eject.text}`);
+    // Orderly: the service unmounted first (its NBD_CMD_DISC may let the peer close first), no 1001/1011.
+    assert.equal((await closing).code, 1000);
     await slotFreed(stack, 'Slot_0');
   });
 });
