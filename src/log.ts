@@ -16,6 +16,7 @@ export const redactedPaths = [
   'headers.authorization',
   'headers["x-auth-token"]',
   'headers.cookie',
+  'headers["sec-websocket-protocol"]',
   'password',
   'Password',
   'token',
@@ -26,8 +27,12 @@ export const redactedPaths = [
   '*.body.Password',
 ];
 
-export function createLogger(name: string, level = process.env.VMEDIA_LOG_LEVEL ?? 'info'): Logger {
-  return pino({ name, level, redact: { paths: redactedPaths, censor: '[redacted]' } });
+export function createLogger(
+  name: string,
+  level = process.env.VMEDIA_LOG_LEVEL ?? 'info',
+  destination?: pino.DestinationStream,
+): Logger {
+  return pino({ name, level, redact: { paths: redactedPaths, censor: '[redacted]' } }, destination);
 }
 
 export type { Logger };
