@@ -69,3 +69,24 @@ export class VirtualMediaCallError extends Error {
     this.name = 'VirtualMediaCallError';
   }
 }
+
+const reject = () => Promise.reject(new VirtualMediaUnavailable());
+
+/**
+ * The client of a server that has no bus (OpenAPI generation, tests of other features): the service is
+ * never there, so the VirtualMedia routes exist and answer 503 like during a service restart.
+ */
+export const absentVirtualMedia: VirtualMediaClient = Object.freeze({
+  available: false,
+  slots: () => [],
+  slot: () => undefined,
+  slotByEndpoint: () => undefined,
+  proxyMount: reject,
+  proxyUnmount: reject,
+  legacyMount: reject,
+  legacyUnmount: reject,
+  nextCompletion: reject,
+  onCompletion: () => () => undefined,
+  onChange: () => () => undefined,
+  close: () => Promise.resolve(),
+});

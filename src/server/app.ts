@@ -7,7 +7,7 @@ import { SessionStore } from '../auth/sessions.ts';
 import { webLoginRoutes } from '../auth/web-login.ts';
 import { nbdBridgePlugin } from '../bridge/plugin.ts';
 import { statePaths } from '../config/environment.ts';
-import type { VirtualMediaClient } from '../dbus/virtual-media-client.ts';
+import { absentVirtualMedia, type VirtualMediaClient } from '../dbus/virtual-media-client.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { accountServiceRoutes } from '../redfish/account-service.ts';
 import { managerRoutes, systemRoutes } from '../redfish/managers.ts';
@@ -33,7 +33,7 @@ export interface ServerOptions {
   tls?: TlsFiles;
   /** The `admin` password when the accounts are created on first start; random (and saved) if absent. */
   adminPassword?: string;
-  /** The VirtualMedia service over D-Bus; without it the VirtualMedia routes are not registered. */
+  /** The VirtualMedia service over D-Bus; without it the VirtualMedia routes answer 503. */
   virtualMedia?: VirtualMediaClient;
 }
 
@@ -87,8 +87,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   await app.register(tasksPlugin, { tasks });
   await app.register(oemSchemaRoutes);
   // The bridge first: EjectMedia on a Proxy slot ends its session through `app.nbdBridge`.
-  if (options.virtualMedia) await app.register(nbdBridgePlugin, { client: options.virtualMedia });
-  if (options.virtualMedia) await app.register(virtualMediaRoutes, { client: options.virtualMedia, tasks });
+  const virtualMedia = options.virtualMedia ?? absentVirtualMedia;
+  await app.register(nbdBridgePlugin, { client: virtualMedia });
+  await app.register(virtualMediaRoutes, { client: virtualMedia, tasks });
 
   // Plugins are written against the default instance type; the HTTPS server differs only in `app.server`.
   return app as unknown as FastifyInstance;
