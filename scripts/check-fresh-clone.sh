@@ -13,6 +13,8 @@ cleanup() {
 trap cleanup EXIT
 
 git clone -q "$source_repo" "$work/vmedia"
+# Like CI: the read-only shared/ material (DMTF schemas, registry) sits beside the clone.
+[[ -d "$source_repo/../shared" ]] && ln -s "$(cd "$source_repo/../shared" && pwd)" "$work/shared"
 cd "$work/vmedia"
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 
