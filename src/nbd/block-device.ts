@@ -23,6 +23,12 @@ export interface BlockDevice {
    * `size`). The returned array is handed to the transport and must not be modified afterwards.
    */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * The same bytes as `read`, as consecutive pieces totalling `length`: a device that receives data in
+   * pieces (an NBD client) hands them on without joining them into one new array. Optional; the pieces
+   * are handed to the transport like `read`'s result.
+   */
+  readPieces?(offset: number, length: number): Promise<Uint8Array[]>;
   /** Writes `data` at `offset`; with `fua` the data must be durable before the promise resolves. */
   write?(offset: number, data: Uint8Array, options?: { fua?: boolean }): Promise<void>;
   /** Makes every completed write durable. */

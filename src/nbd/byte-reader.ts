@@ -5,7 +5,8 @@ const EMPTY = new Uint8Array(0);
 
 /**
  * Exact-length reads on top of a chunked `NbdConnection`. A message that lies within one received
- * chunk is returned as a view of that chunk (no copy); one that spans chunks is copied once.
+ * chunk is returned as a view of that chunk (no copy); one that spans chunks is copied once, unless it
+ * is asked for as pieces.
  */
 export class ByteReader {
   private chunk: Uint8Array = EMPTY;
@@ -56,6 +57,25 @@ export class ByteReader {
     const target = new Uint8Array(length);
     await this.readInto(target, 0, length, what);
     return target;
+  }
+
+  /**
+   * The next `length` bytes as views of the received chunks, in order (no copy): for passing a payload
+   * on as it came. Throws NbdDisconnectedError if the stream ends first.
+   */
+  async readPieces(length: number, what: string): Promise<Uint8Array[]> {
+    const pieces: Uint8Array[] = [];
+    let done = 0;
+    while (done < length) {
+      if (!(await this.fill())) {
+        throw new NbdDisconnectedError(`connection closed after ${done} of ${length} bytes of ${what}`);
+      }
+      const take = Math.min(length - done, this.chunk.length - this.position);
+      pieces.push(this.chunk.subarray(this.position, this.position + take));
+      this.position += take;
+      done += take;
+    }
+    return pieces;
   }
 
   /** Fills `target[offset, offset + length)` from the stream. */

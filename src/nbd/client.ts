@@ -81,11 +81,9 @@ interface Pending {
   type: number;
   offset: number;
   length: number;
-  resolve: (data: Uint8Array | undefined) => void;
+  /** With a read's payload as the pieces it arrived in; with undefined for other requests. */
+  resolve: (data: Uint8Array[] | undefined) => void;
   reject: (error: Error) => void;
-  /** For reads that are part of a larger one: where the payload goes. */
-  target?: Uint8Array;
-  targetOffset?: number;
 }
 
 interface Negotiated {
@@ -205,19 +203,25 @@ export class NbdClient implements BlockDevice {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
+    const pieces = await this.readPieces(offset, length);
+    if (pieces.length === 1) return pieces[0]!;
+    const joined = new Uint8Array(length);
+    let done = 0;
+    for (const piece of pieces) {
+      joined.set(piece, done);
+      done += piece.length;
+    }
+    return joined;
+  }
+
+  /** Reads as the payload arrived, in pieces (views of what the connection delivered, not copied). */
+  async readPieces(offset: number, length: number): Promise<Uint8Array[]> {
     this.checkRange('read', offset, length);
-    if (length === 0) return new Uint8Array(0);
-    if (length <= this.maxRequest) {
-      return (await this.request(CMD_READ, 0, offset, length)) as Uint8Array;
-    }
-    const target = new Uint8Array(length);
-    const parts: Promise<unknown>[] = [];
+    const parts: Promise<Uint8Array[] | undefined>[] = [];
     for (let done = 0; done < length; done += this.maxRequest) {
-      const part = Math.min(this.maxRequest, length - done);
-      parts.push(this.request(CMD_READ, 0, offset + done, part, undefined, target, done));
+      parts.push(this.request(CMD_READ, 0, offset + done, Math.min(this.maxRequest, length - done)));
     }
-    await Promise.all(parts);
-    return target;
+    return (await Promise.all(parts)).flatMap((pieces) => pieces!);
   }
 
   async write(offset: number, data: Uint8Array, options?: { fua?: boolean }): Promise<void> {
@@ -330,9 +334,7 @@ export class NbdClient implements BlockDevice {
     offset: number,
     length: number,
     payload?: Uint8Array,
-    target?: Uint8Array,
-    targetOffset?: number,
-  ): Promise<Uint8Array | undefined> {
+  ): Promise<Uint8Array[] | undefined> {
     if (this.failure) throw this.failure;
     if (this.closing) throw new NbdDisconnectedError('client is closing');
     await this.acquire();
@@ -352,13 +354,8 @@ export class NbdClient implements BlockDevice {
       view.setBigUint64(16, toU64(offset));
       view.setUint32(24, length);
 
-      const reply = new Promise<Uint8Array | undefined>((resolve, reject) => {
-        const entry: Pending = { type, offset, length, resolve, reject };
-        if (target) {
-          entry.target = target;
-          entry.targetOffset = targetOffset ?? 0;
-        }
-        this.pending.set(handle, entry);
+      const reply = new Promise<Uint8Array[] | undefined>((resolve, reject) => {
+        this.pending.set(handle, { type, offset, length, resolve, reject });
       });
       // A failed write fails the whole session (and with it this request's reply promise).
       this.enqueueWrite(header, payload).catch((error: unknown) => {
@@ -440,12 +437,7 @@ export class NbdClient implements BlockDevice {
           continue;
         }
         try {
-          if (entry.target) {
-            await this.reader.readInto(entry.target, entry.targetOffset!, entry.length, 'read reply data');
-            entry.resolve(undefined);
-          } else {
-            entry.resolve(await this.reader.read(entry.length, 'read reply data'));
-          }
+          entry.resolve(await this.reader.readPieces(entry.length, 'read reply data'));
         } catch (error) {
           entry.reject(error as Error);
           throw error;

@@ -6,13 +6,20 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { NbdConnection } from './connection.ts';
 
+/**
+ * Bytes queued in the socket below which `write()` resolves at once. Above the socket's own 16 KiB
+ * high-water mark, so that a reply's pieces are queued together (one system call) rather than each
+ * waiting for the previous one to drain; bounded, so a peer that does not read still stops the writer.
+ */
+const WRITE_QUEUE_BYTES = 1024 * 1024;
+
 /** Errors that just mean the peer went away; reading reports them as the end of the stream. */
 const PEER_GONE = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE']);
 
 /**
  * Wraps a connected socket. Nothing is read from it until `read()` is called, so a slow consumer leaves
  * data in the kernel and the peer is throttled; `write()` resolves when the socket's buffer is below
- * its high-water mark. `close()` flushes pending writes, ends the stream and destroys the socket.
+ * WRITE_QUEUE_BYTES. `close()` flushes pending writes, ends the stream and destroys the socket.
  */
 export function connectionFromSocket(socket: Duplex): NbdConnection {
   socket.pause();
@@ -20,6 +27,11 @@ export function connectionFromSocket(socket: Duplex): NbdConnection {
   let closed = false;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
   const notify = () => {
     const w = wake;
     wake = undefined;
@@ -76,10 +88,17 @@ export function connectionFromSocket(socket: Duplex): NbdConnection {
         };
         const onDrain = () => finish();
         const onClose = () => finish(new Error('NBD connection closed while writing'));
-        const ok = socket.write(data, (error) => {
+        // What is written in one tick (a reply's header and payload pieces, a burst of requests) leaves
+        // in one system call instead of one each.
+        if (!corked) {
+          corked = true;
+          socket.cork();
+          process.nextTick(uncork);
+        }
+        socket.write(data, (error) => {
           if (error) finish(error);
         });
-        if (ok) finish();
+        if (socket.writableLength <= WRITE_QUEUE_BYTES) finish();
         else {
           socket.once('drain', onDrain);
           socket.once('close', onClose);

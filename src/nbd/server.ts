@@ -502,7 +502,7 @@ class ServerSession {
     handleLow: number,
   ): Promise<void> {
     let errno = presetErrno;
-    let data: Uint8Array | undefined;
+    let data: Uint8Array[] | undefined;
     if (errno === 0 && request) {
       try {
         data = await this.perform(device, type, flags, request, payload);
@@ -529,19 +529,25 @@ class ServerSession {
     flags: number,
     { offset, length }: NbdRequestInfo,
     payload: Uint8Array | undefined,
-  ): Promise<Uint8Array | undefined> {
+  ): Promise<Uint8Array[] | undefined> {
     const fua = (flags & CMD_FLAG_FUA) !== 0;
     switch (type) {
       case CMD_READ: {
         if (length === 0) return undefined;
-        const data = await device.read(offset, length);
-        if (!(data instanceof Uint8Array) || data.length !== length) {
-          throw new NbdRequestError(
-            EIO,
-            `backend returned ${data instanceof Uint8Array ? data.length : typeof data} bytes for a ${length}-byte read`,
-          );
+        const pieces = device.readPieces
+          ? await device.readPieces(offset, length)
+          : [await device.read(offset, length)];
+        let total = 0;
+        for (const piece of pieces) {
+          if (!(piece instanceof Uint8Array)) {
+            throw new NbdRequestError(EIO, `backend returned ${typeof piece} for a ${length}-byte read`);
+          }
+          total += piece.length;
         }
-        return data;
+        if (total !== length) {
+          throw new NbdRequestError(EIO, `backend returned ${total} bytes for a ${length}-byte read`);
+        }
+        return pieces;
       }
       case CMD_WRITE:
         if (length > 0 || fua) await device.write!(offset, payload!, fua ? { fua } : undefined);
@@ -557,7 +563,7 @@ class ServerSession {
   }
 
   /** Sends a simple reply; replies are serialised so that a header and its data stay together. */
-  private reply(handleHigh: number, handleLow: number, errno: number, data?: Uint8Array): Promise<void> {
+  private reply(handleHigh: number, handleLow: number, errno: number, data?: Uint8Array[]): Promise<void> {
     const header = new Uint8Array(SIMPLE_REPLY_HEADER_SIZE);
     const view = viewOf(header);
     view.setUint32(0, SIMPLE_REPLY_MAGIC);
@@ -566,7 +572,7 @@ class ServerSession {
     view.setUint32(12, handleLow);
     const send = this.writeChain.then(async () => {
       await this.write(header);
-      if (data && data.length > 0) await this.write(data);
+      for (const piece of data ?? []) if (piece.length > 0) await this.write(piece);
     });
     this.writeChain = send.catch(() => undefined);
     return send;

@@ -88,6 +88,11 @@ function countingDevice(client: NbdClient, writeProtected: boolean, stats: IoSta
       stats.readIO++;
       return client.read(offset, length);
     },
+    // What the server reads from the source goes to the host as it arrived, without being joined.
+    readPieces(offset, length) {
+      stats.readIO++;
+      return client.readPieces(offset, length);
+    },
     flush: client.canFlush ? () => client.flush() : undefined,
   };
   if (writeProtected) return device;
