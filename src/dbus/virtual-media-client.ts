@@ -5,21 +5,21 @@ import type { SlotMode } from './names.ts';
  * signals (SPEC §2). Reading it costs no D-Bus round trip.
  */
 export interface SlotState {
-  slotId: string;
-  objectPath: string;
-  mode: SlotMode;
-  endpointId: string;
-  device: string;
-  socket: string;
-  timeout: number;
-  blockSize: number;
-  remainingInactivityTimeout: number;
-  imageUrl: string;
-  writeProtected: boolean;
-  active: boolean;
-  exitCode: number;
-  readIO: bigint;
-  writeIO: bigint;
+  readonly slotId: string;
+  readonly objectPath: string;
+  readonly mode: SlotMode;
+  readonly endpointId: string;
+  readonly device: string;
+  readonly socket: string;
+  readonly timeout: number;
+  readonly blockSize: number;
+  readonly remainingInactivityTimeout: number;
+  readonly imageUrl: string;
+  readonly writeProtected: boolean;
+  readonly active: boolean;
+  readonly exitCode: number;
+  readonly readIO: bigint;
+  readonly writeIO: bigint;
 }
 
 export interface LegacyCredentials {
@@ -34,7 +34,8 @@ export interface LegacyCredentials {
  */
 export interface VirtualMediaClient {
   readonly available: boolean;
-  slots(): SlotState[];
+  /** Shared and frozen: the same objects until the service's state changes. */
+  slots(): readonly SlotState[];
   slot(slotId: string): SlotState | undefined;
   slotByEndpoint(endpointId: string): SlotState | undefined;
   proxyMount(slotId: string): Promise<void>;

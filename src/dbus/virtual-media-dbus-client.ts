@@ -52,6 +52,8 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly objects = new Map<string, ObjectInterfaces>();
+  /** `objects` mapped to slots, rebuilt on the first read after a change: requests read far more often. */
+  private view: SlotView | undefined;
   private readonly events = new EventEmitter();
 
   private constructor(private readonly options: DbusClientOptions) {
@@ -72,22 +74,22 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     return this.loaded && this.owner !== '';
   }
 
-  slots(): SlotState[] {
-    if (!this.available) return [];
-    const slots: SlotState[] = [];
-    for (const [objectPath, interfaces] of this.objects) {
-      const slot = toSlotState(objectPath, interfaces);
-      if (slot) slots.push(slot);
-    }
-    return slots.sort((a, b) => a.slotId.localeCompare(b.slotId, 'en', { numeric: true }));
+  slots(): readonly SlotState[] {
+    return this.currentView().list;
   }
 
   slot(slotId: string): SlotState | undefined {
-    return this.slots().find((s) => s.slotId === slotId);
+    return this.currentView().byId.get(slotId);
   }
 
   slotByEndpoint(endpointId: string): SlotState | undefined {
-    return endpointId ? this.slots().find((s) => s.endpointId === endpointId) : undefined;
+    return endpointId ? this.currentView().byEndpoint.get(endpointId) : undefined;
+  }
+
+  private currentView(): SlotView {
+    if (!this.available) return emptyView;
+    this.view ??= slotView(this.objects);
+    return this.view;
   }
 
   async proxyMount(slotId: string): Promise<void> {
@@ -262,6 +264,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
       );
       if (this.owner !== owner) return;
       this.objects.clear();
+      this.view = undefined;
       const managed = reply.body[0] as Record<string, Record<string, Record<string, Variant>>>;
       for (const [objectPath, interfaces] of Object.entries(managed)) {
         this.objects.set(objectPath, toInterfaces(interfaces));
@@ -282,6 +285,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     this.owner = '';
     this.loaded = false;
     this.objects.clear();
+    this.view = undefined;
     if (wasThere) this.events.emit('lost');
   }
 
@@ -297,6 +301,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
       const interfaces = this.objects.get(objectPath);
       if (!interfaces) return;
       for (const name of removed) interfaces.delete(name);
+      this.view = undefined;
       if (interfaces.size === 0) this.objects.delete(objectPath);
       else this.changed(objectPath);
     }
@@ -314,6 +319,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
   }
 
   private changed(objectPath: string): void {
+    this.view = undefined;
     const slot = this.slotAt(objectPath);
     if (slot) this.events.emit('change', slot);
   }
@@ -388,6 +394,31 @@ function busMessage(member: string, signature: string, body: unknown[]): Message
     signature,
     body,
   });
+}
+
+interface SlotView {
+  /** Sorted by slot id, numbers in ids compared as numbers (Slot_2 before Slot_10). */
+  list: readonly SlotState[];
+  byId: ReadonlyMap<string, SlotState>;
+  byEndpoint: ReadonlyMap<string, SlotState>;
+}
+
+const emptyView: SlotView = { list: [], byId: new Map(), byEndpoint: new Map() };
+const slotIdOrder = new Intl.Collator('en', { numeric: true });
+
+/** Frozen: every caller shares these objects until the next change. */
+function slotView(objects: Map<string, ObjectInterfaces>): SlotView {
+  const list: SlotState[] = [];
+  for (const [objectPath, interfaces] of objects) {
+    const slot = toSlotState(objectPath, interfaces);
+    if (slot) list.push(Object.freeze(slot));
+  }
+  list.sort((a, b) => slotIdOrder.compare(a.slotId, b.slotId));
+  const byEndpoint = new Map<string, SlotState>();
+  for (const slot of list) {
+    if (slot.endpointId && !byEndpoint.has(slot.endpointId)) byEndpoint.set(slot.endpointId, slot);
+  }
+  return { list: Object.freeze(list), byId: new Map(list.map((slot) => [slot.slotId, slot])), byEndpoint };
 }
 
 function toInterfaces(raw: Record<string, Record<string, Variant>>): ObjectInterfaces {
