@@ -145,6 +145,9 @@ export class RedfishClient {
       ...options,
       headers: { 'X-Auth-Token': this.token },
       perMessageDeflate: false,
+      // Masking guards against cache poisoning by proxies that can read the frames; inside TLS none
+      // can, and an all-zero key lets ws (and the server) skip masking the payload altogether.
+      generateMask: (mask: Buffer) => mask.fill(0),
     });
   }
 
