@@ -2,9 +2,18 @@ import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { RedfishError } from './messages.ts';
 
-/** A weak ETag over a resource's JSON representation: any visible change gives a new tag. */
+/**
+ * A weak ETag over a resource's JSON representation: any visible change gives a new tag. Responses
+ * are serialized with JSON.stringify (no route has a response schema), so this is the tag the
+ * protocol plugin put on the GET the client made.
+ */
 export function etagOf(resource: unknown): string {
-  return `W/"${createHash('sha256').update(JSON.stringify(resource)).digest('base64url').slice(0, 22)}"`;
+  return etagOfJson(JSON.stringify(resource));
+}
+
+/** The ETag of a representation already serialized. */
+export function etagOfJson(json: string): string {
+  return `W/"${createHash('sha256').update(json).digest('base64url').slice(0, 22)}"`;
 }
 
 /**

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import FindMyWay from 'find-my-way';
 import { renderError } from './errors.ts';
-import { etagOf } from './etag.ts';
+import { etagOfJson } from './etag.ts';
 import { RedfishError } from './messages.ts';
 import { isRedfishPath } from './paths.ts';
 
@@ -11,6 +11,16 @@ declare module 'fastify' {
     /** What the route answers with, for `Accept` negotiation; JSON unless said otherwise. */
     mediaType?: string;
   }
+  interface FastifyReply {
+    /** A resource answering GET or HEAD: its serialized body gets an ETag. */
+    etagPending: boolean;
+  }
+}
+
+interface AllowedMethods {
+  methods: Set<string>;
+  /** `Allow` listing `methods`, kept current as routes register. */
+  header: string;
 }
 
 /** Query parameters from the Redfish specification; none is supported (ProtocolFeaturesSupported says so). */
@@ -27,63 +37,59 @@ const methodOrder = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
 async function redfishProtocol(app: FastifyInstance) {
   // Which methods each known URI template answers: Fastify's router cannot be asked about other methods.
   const templates = FindMyWay({ ignoreTrailingSlash: true });
-  const methodsByTemplate = new Map<string, Set<string>>();
+  const byTemplate = new Map<string, AllowedMethods>();
 
   app.addHook('onRoute', (route) => {
     if (!isRedfishPath(route.url)) return;
-    let methods = methodsByTemplate.get(route.url);
-    if (!methods) {
-      methods = new Set();
-      methodsByTemplate.set(route.url, methods);
-      templates.on('GET', route.url, () => {}, { methods });
+    let allowed = byTemplate.get(route.url);
+    if (!allowed) {
+      allowed = { methods: new Set(), header: '' };
+      byTemplate.set(route.url, allowed);
+      templates.on('GET', route.url, () => {}, allowed);
     }
+    const { methods } = allowed;
     for (const method of [route.method].flat()) methods.add(method);
+    allowed.header = methodOrder.filter((m) => methods.has(m)).join(', ');
   });
 
-  const allowHeader = (methods: Set<string>) => methodOrder.filter((m) => methods.has(m)).join(', ');
-  const methodsFor = (request: FastifyRequest): Set<string> | undefined => {
-    if (!request.is404) return methodsByTemplate.get(request.routeOptions.url ?? '');
+  const allowedFor = (request: FastifyRequest): AllowedMethods | undefined => {
+    if (!request.is404) return byTemplate.get(request.routeOptions.url ?? '');
     const path = request.url.split('?', 1)[0] ?? '';
-    return (templates.find('GET', path)?.store as { methods: Set<string> } | undefined)?.methods;
+    return templates.find('GET', path)?.store as AllowedMethods | undefined;
   };
 
-  app.addHook('onRequest', async (request) => {
-    if (!isRedfishPath(request.url)) return;
-    const odataVersion = request.headers['odata-version'];
-    if (odataVersion !== undefined && String(odataVersion).trim() !== '4.0') {
-      throw RedfishError.of(412, 'HeaderInvalid', ['OData-Version']);
-    }
-    if (!acceptable(request.headers.accept, request.routeOptions.config.mediaType ?? 'application/json')) {
-      throw RedfishError.of(406, 'HeaderInvalid', ['Accept']);
-    }
-    for (const name of Object.keys(request.query as Record<string, unknown>)) {
-      if (name.startsWith('$') || specQueryParameters.has(name.toLowerCase())) {
-        throw RedfishError.of(501, 'QueryParameterUnsupported', [name]);
-      }
-    }
+  // The hooks below run on every request: plain callbacks, no promise per hook.
+  app.addHook('onRequest', (request, _reply, done) => {
+    done(isRedfishPath(request.url) ? requestViolation(request) : undefined);
   });
+
+  app.decorateReply('etagPending', false);
 
   // Headers that describe the resource come from the body itself, so every resource gets them alike.
-  app.addHook('preSerialization', async (request, reply, payload: unknown) => {
-    if (!isRedfishPath(request.url) || reply.statusCode !== 200 || !isResource(payload)) return payload;
-    const type = payload['@odata.type'];
-    if (typeof type === 'string') reply.header('Link', `<${schemaUri(type)}>; rel=describedby`);
-    if (request.method === 'GET' || request.method === 'HEAD') reply.header('ETag', etagOf(payload));
-    return payload;
+  app.addHook('preSerialization', (request, reply, payload: unknown, done) => {
+    if (reply.statusCode === 200 && isResource(payload) && isRedfishPath(request.url)) {
+      const type = payload['@odata.type'];
+      if (typeof type === 'string') reply.header('Link', describedBy(type));
+      reply.etagPending = request.method === 'GET' || request.method === 'HEAD';
+    }
+    done(null, payload);
   });
 
-  app.addHook('onSend', async (request, reply, payload) => {
-    if (!isRedfishPath(request.url)) return payload;
-    reply.header('OData-Version', '4.0');
-    const methods = methodsFor(request);
-    if (methods && (request.method === 'GET' || request.method === 'HEAD' || reply.statusCode === 405)) {
-      reply.header('Allow', allowHeader(methods));
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (isRedfishPath(request.url)) {
+      reply.header('OData-Version', '4.0');
+      // Tagged once serialized: the body is not serialized a second time just for its ETag.
+      if (reply.etagPending && typeof payload === 'string') reply.header('ETag', etagOfJson(payload));
+      const allowed = allowedFor(request);
+      if (allowed && (request.method === 'GET' || request.method === 'HEAD' || reply.statusCode === 405)) {
+        reply.header('Allow', allowed.header);
+      }
     }
-    return payload;
+    done(null, payload);
   });
 
   app.setNotFoundHandler(async (request) => {
-    if (isRedfishPath(request.url) && methodsFor(request)) {
+    if (isRedfishPath(request.url) && allowedFor(request)) {
       throw RedfishError.of(405, 'OperationNotAllowed', []);
     }
     const path = request.url.split('?', 1)[0] ?? '';
@@ -93,6 +99,27 @@ async function redfishProtocol(app: FastifyInstance) {
   app.setErrorHandler(renderError);
   // Request bodies are JSON; anything else is 415 rather than a string the handlers would misread.
   app.removeContentTypeParser('text/plain');
+}
+
+/** The OData-Version, Accept or query parameter rule a request under /redfish breaks, if any. */
+function requestViolation(request: FastifyRequest): RedfishError | undefined {
+  const odataVersion = request.headers['odata-version'];
+  if (odataVersion !== undefined && String(odataVersion).trim() !== '4.0') {
+    return RedfishError.of(412, 'HeaderInvalid', ['OData-Version']);
+  }
+  const { accept } = request.headers;
+  if (
+    accept !== undefined &&
+    !acceptable(accept, request.routeOptions.config.mediaType ?? 'application/json')
+  ) {
+    return RedfishError.of(406, 'HeaderInvalid', ['Accept']);
+  }
+  for (const name of Object.keys(request.query as Record<string, unknown>)) {
+    if (name.startsWith('$') || specQueryParameters.has(name.toLowerCase())) {
+      return RedfishError.of(501, 'QueryParameterUnsupported', [name]);
+    }
+  }
+  return undefined;
 }
 
 export const redfishProtocolPlugin = fastifyPlugin(redfishProtocol, { name: 'vmedia-redfish-protocol' });
@@ -111,8 +138,16 @@ function isResource(payload: unknown): payload is Record<string, unknown> {
   return typeof payload === 'object' && payload !== null && '@odata.id' in payload;
 }
 
-/** `#ServiceRoot.v1_20_0.ServiceRoot` → the published JSON schema of that exact version. */
-function schemaUri(odataType: string): string {
-  const [namespace] = odataType.replace(/^#/, '').split(/\.(?=[^.]+$)/);
-  return `https://redfish.dmtf.org/schemas/v1/${namespace}.json`;
+const linkByType = new Map<string, string>();
+
+/** `#ServiceRoot.v1_20_0.ServiceRoot` → `Link` to the published JSON schema of that exact version. */
+function describedBy(odataType: string): string {
+  let link = linkByType.get(odataType);
+  if (link === undefined) {
+    const [namespace] = odataType.replace(/^#/, '').split(/\.(?=[^.]+$)/);
+    link = `<https://redfish.dmtf.org/schemas/v1/${namespace}.json>; rel=describedby`;
+    // Types come from our own resources, a handful: the map stays small.
+    linkByType.set(odataType, link);
+  }
+  return link;
 }

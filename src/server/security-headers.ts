@@ -15,10 +15,11 @@ const headers = {
 };
 
 async function securityHeaders(app: FastifyInstance) {
-  app.addHook('onSend', async (_request, reply, payload) => {
+  // Every response passes here: a plain callback, no promise per response.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     reply.headers(headers);
     if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store, max-age=0');
-    return payload;
+    done(null, payload);
   });
 }
 
