@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify';
+import type { AccountStore } from './accounts.ts';
 import { type Privilege, privilegesOf, type RoleId } from './privileges.ts';
 import type { Session, SessionKind } from './sessions.ts';
 
@@ -33,25 +34,12 @@ export function authenticate(request: FastifyRequest): Promise<Principal | undef
 
 async function identify(request: FastifyRequest): Promise<Principal | undefined> {
   const { accounts, sessions } = request.server;
-  const fromSession = (session: Session | undefined, kind: SessionKind): Principal | undefined => {
-    // A cookie session's token presented as a header (or the reverse) would sidestep the XSRF rules.
-    if (!session || session.kind !== kind) return undefined;
-    const account = accounts.get(session.username);
-    if (!account?.enabled) return undefined;
-    return {
-      username: account.username,
-      roleId: account.roleId,
-      privileges: privilegesOf(account.roleId),
-      session: { id: session.id, kind, ...(session.xsrfToken ? { xsrfToken: session.xsrfToken } : {}) },
-    };
-  };
-
   const headerToken = request.headers['x-auth-token'];
-  if (typeof headerToken === 'string') return fromSession(sessions.use(headerToken), 'token');
+  if (typeof headerToken === 'string') return fromSession(accounts, sessions.use(headerToken), 'token');
 
   const [scheme, credentials] = (request.headers.authorization ?? '').split(/\s+/, 2);
   if (scheme?.toLowerCase() === 'token' && credentials)
-    return fromSession(sessions.use(credentials), 'token');
+    return fromSession(accounts, sessions.use(credentials), 'token');
   if (scheme?.toLowerCase() === 'basic' && credentials) {
     const decoded = Buffer.from(credentials, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
@@ -67,6 +55,24 @@ async function identify(request: FastifyRequest): Promise<Principal | undefined>
   }
 
   const cookie = request.cookies[sessionCookie];
-  if (cookie) return fromSession(sessions.use(cookie), 'cookie');
+  if (cookie) return fromSession(accounts, sessions.use(cookie), 'cookie');
   return undefined;
+}
+
+/** The principal behind a live session presented the way it was issued (header token or cookie). */
+function fromSession(
+  accounts: AccountStore,
+  session: Session | undefined,
+  kind: SessionKind,
+): Principal | undefined {
+  // A cookie session's token presented as a header (or the reverse) would sidestep the XSRF rules.
+  if (!session || session.kind !== kind) return undefined;
+  const account = accounts.get(session.username);
+  if (!account?.enabled) return undefined;
+  return {
+    username: account.username,
+    roleId: account.roleId,
+    privileges: privilegesOf(account.roleId),
+    session: { id: session.id, kind, ...(session.xsrfToken ? { xsrfToken: session.xsrfToken } : {}) },
+  };
 }

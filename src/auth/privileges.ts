@@ -27,8 +27,13 @@ export function isRoleId(value: string): value is RoleId {
   return Object.hasOwn(roles, value);
 }
 
+const privilegeSets = new Map<RoleId, ReadonlySet<Privilege>>(
+  roleIds.map((roleId) => [roleId, new Set(roles[roleId])]),
+);
+
+/** One shared set per role: every authenticated request asks. */
 export function privilegesOf(roleId: RoleId): ReadonlySet<Privilege> {
-  return new Set(roles[roleId]);
+  return privilegeSets.get(roleId)!;
 }
 
 /**
