@@ -4,6 +4,7 @@
  * a client live in the same process.
  */
 import type { BlockDevice, BlockSizeConstraints } from './block-device.ts';
+import { chunkSpans } from './chunk-spans.ts';
 import type { NbdConnection } from './connection.ts';
 
 class Pipe {
@@ -135,14 +136,9 @@ export class MemoryBlockDevice implements BlockDevice {
   /** Synchronous read, for tests. */
   peek(offset: number, length: number): Uint8Array {
     const result = new Uint8Array(length);
-    const end = offset + length;
-    for (let index = Math.floor(offset / CHUNK); index * CHUNK < end; index++) {
+    for (const { index, chunkStart, from, to } of chunkSpans(offset, length, CHUNK)) {
       const chunk = this.chunks.get(index);
-      if (!chunk) continue;
-      const start = index * CHUNK;
-      const from = Math.max(offset, start);
-      const to = Math.min(end, start + CHUNK);
-      result.set(chunk.subarray(from - start, to - start), from - offset);
+      if (chunk) result.set(chunk.subarray(from - chunkStart, to - chunkStart), from - offset);
     }
     return result;
   }
@@ -158,32 +154,24 @@ export class MemoryBlockDevice implements BlockDevice {
   async trim(offset: number, length: number): Promise<void> {
     if (this.readOnly) throw Object.assign(new Error('device is read-only'), { code: 'EROFS' });
     this.check(offset, length);
-    const end = offset + length;
-    for (let index = Math.floor(offset / CHUNK); index * CHUNK < end; index++) {
+    for (const { index, chunkStart, from, to } of chunkSpans(offset, length, CHUNK)) {
       const chunk = this.chunks.get(index);
       if (!chunk) continue;
-      const start = index * CHUNK;
-      const from = Math.max(offset, start);
-      const to = Math.min(end, start + CHUNK);
-      if (from === start && to === start + CHUNK) this.chunks.delete(index);
-      else chunk.fill(0, from - start, to - start);
+      if (to - from === CHUNK) this.chunks.delete(index);
+      else chunk.fill(0, from - chunkStart, to - chunkStart);
     }
   }
 
   /** Writes without the read-only check (to prepare content). */
   store(offset: number, data: Uint8Array): void {
     this.check(offset, data.length);
-    const end = offset + data.length;
-    for (let index = Math.floor(offset / CHUNK); index * CHUNK < end; index++) {
-      const start = index * CHUNK;
+    for (const { index, chunkStart, from, to } of chunkSpans(offset, data.length, CHUNK)) {
       let chunk = this.chunks.get(index);
       if (!chunk) {
         chunk = new Uint8Array(CHUNK);
         this.chunks.set(index, chunk);
       }
-      const from = Math.max(offset, start);
-      const to = Math.min(end, start + CHUNK);
-      chunk.set(data.subarray(from - offset, to - offset), from - start);
+      chunk.set(data.subarray(from - offset, to - offset), from - chunkStart);
     }
   }
 

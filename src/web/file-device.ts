@@ -1,4 +1,5 @@
 import type { BlockDevice } from '../nbd/block-device.ts';
+import { chunkSpans } from '../nbd/chunk-spans.ts';
 import { NbdRequestError } from '../nbd/errors.ts';
 
 /** Writes are kept in chunks of this size: big enough to keep the map small, small enough to copy. */
@@ -51,24 +52,15 @@ export class FileDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Uint8Array> {
     const data = new Uint8Array(await this.blob.slice(offset, offset + length).arrayBuffer());
     if (this.overlay.size === 0) return data;
-    const end = offset + length;
-    for (let index = Math.floor(offset / OVERLAY_CHUNK); index * OVERLAY_CHUNK < end; index++) {
+    for (const { index, chunkStart, from, to } of chunkSpans(offset, length, OVERLAY_CHUNK)) {
       const chunk = this.overlay.get(index);
-      if (!chunk) continue;
-      const chunkStart = index * OVERLAY_CHUNK;
-      const from = Math.max(offset, chunkStart);
-      const to = Math.min(end, chunkStart + chunk.length);
-      data.set(chunk.subarray(from - chunkStart, to - chunkStart), from - offset);
+      if (chunk) data.set(chunk.subarray(from - chunkStart, to - chunkStart), from - offset);
     }
     return data;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    const end = offset + data.length;
-    for (let index = Math.floor(offset / OVERLAY_CHUNK); index * OVERLAY_CHUNK < end; index++) {
-      const chunkStart = index * OVERLAY_CHUNK;
-      const from = Math.max(offset, chunkStart);
-      const to = Math.min(end, chunkStart + OVERLAY_CHUNK, this.size);
+    for (const { index, chunkStart, from, to } of chunkSpans(offset, data.length, OVERLAY_CHUNK)) {
       const chunk = await this.chunk(index, to - from === this.chunkLength(index));
       chunk.set(data.subarray(from - offset, to - offset), from - chunkStart);
     }
