@@ -28,7 +28,7 @@ export class LegacySlotCard extends SlotCard {
     const form = h(
       'form',
       { className: 'insert-form' },
-      field('Image URL', this.url, 'HTTPS, or SMB as smb://host/share/path/image.iso'),
+      field('Image URL', this.url, 'An https:// URL (CIFS shares are not supported yet)'),
       h(
         'details',
         { className: 'credentials' },
