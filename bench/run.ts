@@ -2,7 +2,7 @@
  * `npm run bench`: throughput and CPU of the bridge and the whole Proxy path next to their baselines,
  * all measured side by side in this one run (a benchmark, not a test). Prints a table and writes
  * bench/results/latest.json with `rows` and `ratios`. Loopback only.
- * VMEDIA_BENCH_MIB changes the payload (default 1024 MiB).
+ * VMEDIA_BENCH_MIB changes the payload (default 1024 MiB), VMEDIA_BENCH_ROUNDS the rounds per row (3).
  */
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,6 +23,8 @@ const payloadBytes = Number(process.env.VMEDIA_BENCH_MIB ?? 1024) * MiB;
 const CHUNK = 256 * 1024;
 const CLIENT_QUEUE = 4 * MiB;
 const REQUEST_SECONDS = 10;
+/** Rounds per throughput row; each row reports the median. */
+const rounds = Number(process.env.VMEDIA_BENCH_ROUNDS ?? 3);
 
 interface Row {
   name: string;
@@ -42,32 +44,44 @@ const sinkPath = path.join(work, 'sink.sock');
 const pattern = Buffer.alloc(CHUNK);
 for (let i = 0; i < CHUNK; i++) pattern[i] = (i * 2654435761) >>> 24;
 
-/** Streams `payloadBytes` into a relay listening on `port` and measures until the sink has them all. */
-async function relayRow(
-  name: string,
-  what: string,
-  server: Awaited<ReturnType<typeof spawnServer>>,
-  send: () => Promise<void>,
-): Promise<Row> {
-  progress(`${name}: ${payloadBytes / MiB} MiB`);
+type Server = Awaited<ReturnType<typeof spawnServer>>;
+
+interface Relay {
+  name: string;
+  what: string;
+  start(): Promise<Server>;
+  send(server: Server): Promise<void>;
+}
+
+interface Sample {
+  mibPerSecond: number;
+  serverCpuSecondsPerGiB: number;
+}
+
+/** Streams `payloadBytes` through a fresh instance of `relay` and measures until the sink has them all. */
+async function measureRelay(relay: Relay, round: number): Promise<Sample> {
+  progress(`${relay.name}: ${payloadBytes / MiB} MiB, round ${round}`);
+  const server = await relay.start();
   const sink = await byteSink(sinkPath);
   try {
     const received = sink.received(payloadBytes);
     const cpuBefore = await cpuSecondsOfTree(server.child.pid!);
     const started = process.hrtime.bigint();
-    await Promise.all([send(), received]);
+    await Promise.all([relay.send(server), received]);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const cpu = (await cpuSecondsOfTree(server.child.pid!)) - cpuBefore;
-    return {
-      name,
-      what,
-      mibPerSecond: payloadBytes / MiB / seconds,
-      serverCpuSecondsPerGiB: cpu / (payloadBytes / GiB),
-    };
+    return { mibPerSecond: payloadBytes / MiB / seconds, serverCpuSecondsPerGiB: cpu / (payloadBytes / GiB) };
   } finally {
     sink.close();
     await server.stop();
   }
+}
+
+/** The middle value: one slow round (another process waking up) does not move it. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function sendOverWebSocket(url: string, protocols: string[] = []): Promise<void> {
@@ -101,46 +115,55 @@ async function sendOverTls(port: number): Promise<void> {
 const tsx = (script: string, ...args: string[]) => ['--import', 'tsx', path.join(root, script), ...args];
 const listening = /^listening (\d+)/;
 
-async function bridgeRows(): Promise<Row[]> {
-  const rows: Row[] = [];
-  const bridge = await spawnServer(
-    process.execPath,
-    tsx('bench/relay-server.ts', 'bridge', certFile, keyFile, sinkPath),
-    listening,
-  );
-  rows.push(
-    await relayRow('bridge', 'WSS → our Relay → Unix socket', bridge, () =>
-      sendOverWebSocket(`wss://127.0.0.1:${bridge.match[1]}/`),
-    ),
-  );
-  const plain = await spawnServer(
-    process.execPath,
-    tsx('bench/relay-server.ts', 'tls', certFile, keyFile, sinkPath),
-    listening,
-  );
-  rows.push(
-    await relayRow('tls', 'Node TLS socket → Unix socket (baseline)', plain, () =>
-      sendOverTls(Number(plain.match[1])),
-    ),
-  );
-  const port = await freePort();
-  const websockify = await spawnServer(
-    'websockify',
-    [
-      '--ssl-only',
-      `--cert=${certFile}`,
-      `--key=${keyFile}`,
-      `--unix-target=${sinkPath}`,
-      `127.0.0.1:${port}`,
-    ],
-    /Listen on|listening/i,
-  );
-  rows.push(
-    await relayRow('websockify', 'WSS → websockify (Debian) → Unix socket', websockify, () =>
-      sendOverWebSocket(`wss://127.0.0.1:${port}/`, ['binary']),
-    ),
-  );
-  return rows;
+const relays: Relay[] = [
+  {
+    name: 'bridge',
+    what: 'WSS → our Relay → Unix socket',
+    start: () =>
+      spawnServer(
+        process.execPath,
+        tsx('bench/relay-server.ts', 'bridge', certFile, keyFile, sinkPath),
+        listening,
+      ),
+    send: (server) => sendOverWebSocket(`wss://127.0.0.1:${server.match[1]}/`),
+  },
+  {
+    name: 'tls',
+    what: 'Node TLS socket → Unix socket (baseline)',
+    start: () =>
+      spawnServer(
+        process.execPath,
+        tsx('bench/relay-server.ts', 'tls', certFile, keyFile, sinkPath),
+        listening,
+      ),
+    send: (server) => sendOverTls(Number(server.match[1])),
+  },
+  {
+    name: 'websockify',
+    what: 'WSS → websockify (Debian) → Unix socket',
+    start: async () => {
+      const port = await freePort();
+      const args = ['--ssl-only', `--cert=${certFile}`, `--key=${keyFile}`, `--unix-target=${sinkPath}`];
+      const server = await spawnServer('websockify', [...args, `127.0.0.1:${port}`], /Listen on/i);
+      server.match[1] = String(port);
+      return server;
+    },
+    send: (server) => sendOverWebSocket(`wss://127.0.0.1:${server.match[1]}/`, ['binary']),
+  },
+];
+
+/** Every relay once per round, interleaved, so that a busy moment of the machine hits all of them alike. */
+async function relayRows(): Promise<Row[]> {
+  const samples = new Map<string, Sample[]>(relays.map((relay) => [relay.name, []]));
+  for (let round = 1; round <= rounds; round++) {
+    for (const relay of relays) samples.get(relay.name)!.push(await measureRelay(relay, round));
+  }
+  return relays.map(({ name, what }) => ({
+    name,
+    what,
+    mibPerSecond: median(samples.get(name)!.map((sample) => sample.mibPerSecond)),
+    serverCpuSecondsPerGiB: median(samples.get(name)!.map((sample) => sample.serverCpuSecondsPerGiB)),
+  }));
 }
 
 async function freePort(): Promise<number> {
@@ -266,37 +289,37 @@ async function endToEndRows(stack: Stack, image: string): Promise<Row[]> {
     ],
     /mounted|serving|Inserted/i,
   );
-  let e2eSeconds: number;
-  try {
-    for (let tries = 0; tries < 100 && !(await fs.stat(hostSocket).catch(() => undefined)); tries++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    e2eSeconds = await timedCopy(hostSocket);
-  } finally {
-    await mount.stop();
-  }
   const nbdkitSocket = path.join(work, 'nbdkit.sock');
   const nbdkit = await spawnServer(
     'nbdkit',
     ['--foreground', '--verbose', '--readonly', '--unix', nbdkitSocket, 'file', `file=${image}`],
     /nbdkit: .*(listening|bound|main thread)/i,
   );
-  let directSeconds: number;
+  const e2e: number[] = [];
+  const direct: number[] = [];
   try {
-    directSeconds = await timedCopy(nbdkitSocket);
+    for (let tries = 0; tries < 100 && !(await fs.stat(hostSocket).catch(() => undefined)); tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    for (let round = 1; round <= rounds; round++) {
+      progress(`e2e and nbdkit: ${payloadBytes / MiB} MiB, round ${round}`);
+      e2e.push(payloadBytes / MiB / (await timedCopy(hostSocket)));
+      direct.push(payloadBytes / MiB / (await timedCopy(nbdkitSocket)));
+    }
   } finally {
+    await mount.stop();
     await nbdkit.stop();
   }
   return [
     {
       name: 'e2e',
       what: 'vmedia mount → WSS bridge → service → host export, nbdcopy',
-      mibPerSecond: payloadBytes / MiB / e2eSeconds,
+      mibPerSecond: median(e2e),
     },
     {
       name: 'nbdkit',
       what: 'nbdkit file read directly with nbdcopy (no-network limit)',
-      mibPerSecond: payloadBytes / MiB / directSeconds,
+      mibPerSecond: median(direct),
     },
   ];
 }
@@ -309,7 +332,7 @@ const ratio = (a: number | undefined, b: number | undefined) =>
   a && b ? Number((a / b).toFixed(3)) : undefined;
 
 try {
-  const rows = await bridgeRows();
+  const rows = await relayRows();
   const image = await imageFile();
   const stack = await startStack();
   try {
@@ -348,6 +371,7 @@ try {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version },
     payloadMiB: payloadBytes / MiB,
+    rounds,
     rows,
     ratios,
     goals,
