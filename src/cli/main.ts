@@ -2,35 +2,50 @@
  * `vmedia <command>`: one entry point for the daemons (start, server, service) and the client verbs.
  * Each command lives in its own module and is loaded only when called.
  */
-type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> };
+type Command = {
+  summary: string;
+  /** What follows the command name, shown by `vmedia <command> --help`. */
+  synopsis: string;
+  load: () => Promise<{ run(argv: string[]): Promise<void> }>;
+};
+
+const connection = '[--url URL] [--user NAME] [--password-file FILE] [--ca FILE | --insecure]';
+const hostMode = '[--host-mode auto|emulated|usb-gadget]';
 
 const commands: Record<string, Command> = {
   start: {
     summary: 'run the embedded stack: private D-Bus, service and server',
+    synopsis: `[--bus private|system] ${hostMode}`,
     load: () => import('./commands/start.ts'),
   },
   server: {
     summary: 'run the HTTPS Redfish server (sessions, accounts, virtual media, web UI)',
+    synopsis: '[--bus-address ADDRESS] [--cert FILE --key FILE]',
     load: () => import('./commands/server.ts'),
   },
   service: {
     summary: 'run the xyz.openbmc_project.VirtualMedia D-Bus service',
+    synopsis: `[--bus-address ADDRESS] [--config FILE] [--state-dir DIR] ${hostMode} [--sysfs-root DIR] [--configfs-root DIR] [--nbd-client PATH] [--nbdkit PATH]`,
     load: () => import('./commands/service.ts'),
   },
   mount: {
     summary: 'serve a local image file into a Proxy slot over WSS (headless Proxy mode)',
+    synopsis: `<SlotId> <file> [--rw] ${connection}`,
     load: () => import('./commands/mount.ts'),
   },
   insert: {
-    summary: 'insert an HTTPS or SMB image URL into a Legacy slot and wait for the result',
+    summary: 'insert an HTTPS image URL into a Legacy slot and wait for the result',
+    synopsis: `<SlotId> <https-url> [--rw] [--image-user NAME --image-password-file FILE] ${connection}`,
     load: () => import('./commands/insert.ts'),
   },
   eject: {
     summary: 'eject the medium of a slot',
+    synopsis: `<SlotId> ${connection}`,
     load: () => import('./commands/eject.ts'),
   },
   status: {
     summary: 'list the virtual media slots and what they hold',
+    synopsis: `[--json] ${connection}`,
     load: () => import('./commands/status.ts'),
   },
 };
@@ -46,6 +61,10 @@ const command = name ? commands[name] : undefined;
 if (!command) {
   process.stderr.write(usage());
   process.exit(name && name !== '--help' ? 2 : 0);
+}
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(`usage: vmedia ${name} ${command.synopsis}\n\n${command.summary}\n`);
+  process.exit(0);
 }
 try {
   await (await command.load()).run(argv);
