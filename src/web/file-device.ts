@@ -1,10 +1,10 @@
 import type { BlockDevice } from '../nbd/block-device.ts';
 import { chunkSpans } from '../nbd/chunk-spans.ts';
+import { ENOSPC } from '../nbd/constants.ts';
 import { NbdRequestError } from '../nbd/errors.ts';
 
 /** Writes are kept in chunks of this size: big enough to keep the map small, small enough to copy. */
 export const OVERLAY_CHUNK = 64 * 1024;
-const ENOSPC = 28;
 
 export interface FileDeviceOptions {
   /** Accept writes into the in-memory overlay (the file itself is never modified). */
