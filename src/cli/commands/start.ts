@@ -26,6 +26,8 @@ export async function run(argv: string[]): Promise<void> {
   await fs.mkdir(paths.runtime, { recursive: true, mode: 0o700 });
   await fs.chmod(paths.runtime, 0o700);
 
+  // A file left by a killed launcher would point `--bus system` daemons at a dead private bus.
+  await fs.rm(paths.dbusAddress, { force: true });
   let bus: PrivateBus | undefined;
   const busArgs: string[] = [];
   if (values.bus === 'private') {
