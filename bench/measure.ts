@@ -57,7 +57,7 @@ export async function byteSink(
   };
 }
 
-/** Spawns a server and resolves once it printed `listening <port>` (or any line matching `ready`). */
+/** Spawns a server and resolves once a line of its output matches `ready` (the match is kept). */
 export async function spawnServer(
   command: string,
   args: string[],

@@ -7,6 +7,8 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
+import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -167,7 +169,6 @@ async function relayRows(): Promise<Row[]> {
 }
 
 async function freePort(): Promise<number> {
-  const net = await import('node:net');
   const server = net.createServer().listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
@@ -215,7 +216,6 @@ async function startStack(): Promise<Stack> {
 }
 
 async function httpsJson(url: string, body: unknown): Promise<{ token: string }> {
-  const https = await import('node:https');
   return new Promise((resolve, reject) => {
     const request = https.request(
       url,
