@@ -171,8 +171,15 @@ export class RedfishClient {
   }
 }
 
+export const virtualMediaUri = '/redfish/v1/Managers/bmc/VirtualMedia';
+
 export function memberUri(slotId: string): string {
-  return `/redfish/v1/Managers/bmc/VirtualMedia/${encodeURIComponent(slotId)}`;
+  return `${virtualMediaUri}/${encodeURIComponent(slotId)}`;
+}
+
+/** The target of a slot's InsertMedia or EjectMedia action. */
+export function actionUri(slotId: string, action: 'InsertMedia' | 'EjectMedia'): string {
+  return `${memberUri(slotId)}/Actions/VirtualMedia.${action}`;
 }
 
 async function readPassword(

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { connectionOptions, connectionUsage, memberUri, RedfishClient } from '../redfish-client.ts';
+import { actionUri, connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
 
 /**
  * `vmedia insert <SlotId> <url> [--rw] [--image-user NAME --image-password-file FILE]`: InsertMedia on
@@ -30,7 +30,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const client = await RedfishClient.connect(values);
   try {
-    await client.action(`${memberUri(slotId)}/Actions/VirtualMedia.InsertMedia`, body);
+    await client.action(actionUri(slotId, 'InsertMedia'), body);
     process.stdout.write(`${slotId}: inserted ${url}\n`);
   } finally {
     await client.close();

@@ -6,7 +6,13 @@ import type { WebSocket } from 'ws';
 import { MAX_MESSAGE_BYTES } from '../../bridge/relay.ts';
 import { serveNbd } from '../../nbd/server.ts';
 import { LocalFileDevice } from '../file-device.ts';
-import { connectionOptions, connectionUsage, memberUri, RedfishClient } from '../redfish-client.ts';
+import {
+  actionUri,
+  connectionOptions,
+  connectionUsage,
+  memberUri,
+  RedfishClient,
+} from '../redfish-client.ts';
 import { WebSocketConnection } from '../websocket-connection.ts';
 
 const MiB = 1024 * 1024;
@@ -97,7 +103,7 @@ async function serve(
     progress.note('ejecting');
     // The eject ends the session on the server; closing the WebSocket afterwards covers a failed eject.
     void client
-      .action(`${memberUri(where.slotId)}/Actions/VirtualMedia.EjectMedia`, {})
+      .action(actionUri(where.slotId, 'EjectMedia'), {})
       .catch((error: Error) => process.stderr.write(`\nvmedia mount: eject failed: ${error.message}\n`))
       .finally(() => connection.close(1000, 'ejected by the user'));
   };

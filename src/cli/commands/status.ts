@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
+import { connectionOptions, connectionUsage, RedfishClient, virtualMediaUri } from '../redfish-client.ts';
 
 interface SlotRow {
   SlotId: string;
@@ -20,7 +20,7 @@ export async function run(argv: string[]): Promise<void> {
   if (positionals.length) throw new Error(`usage: vmedia status [--json] [${connectionUsage}]`);
   const client = await RedfishClient.connect(values);
   try {
-    const collection = await client.get('/redfish/v1/Managers/bmc/VirtualMedia');
+    const collection = await client.get(virtualMediaUri);
     const members = await Promise.all(
       (collection.Members as Array<{ '@odata.id': string }>).map((m) => client.get(m['@odata.id'])),
     );
