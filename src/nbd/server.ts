@@ -17,7 +17,12 @@
  * exact up to 2^53 - 1. Not supported: TLS, structured replies, block status, WRITE_ZEROES, CACHE,
  * extended headers, multi-connection consistency (NBD_FLAG_CAN_MULTI_CONN is never set).
  */
-import { type BlockDevice, checkBlockDevice, defaultBlockSize } from './block-device.ts';
+import {
+  type BlockDevice,
+  type BlockSizeConstraints,
+  checkBlockDevice,
+  defaultBlockSize,
+} from './block-device.ts';
 import { ByteReader } from './byte-reader.ts';
 import type { NbdConnection } from './connection.ts';
 import {
@@ -109,6 +114,7 @@ export interface ServeNbdOptions {
 /** Option data we are willing to buffer: an export name (≤ 4096 bytes) plus framing and info requests. */
 const MAX_OPTION_LENGTH = 3 * MAX_STRING_LENGTH;
 const DEFAULT_MAX_IN_FLIGHT = 16;
+const SUPPORTED_OPTIONS = new Set([OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO]);
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 
 /**
@@ -131,8 +137,8 @@ interface Export {
   name: string;
   device: BlockDevice;
   flags: number;
-  minimum: number;
-  maxPayload: number;
+  /** The device's constraints, or the defaults: what NBD_INFO_BLOCK_SIZE announces and requests obey. */
+  blockSize: BlockSizeConstraints;
 }
 
 class ServerSession {
@@ -257,8 +263,7 @@ class ServerSession {
       }
       const option = view.getUint32(8);
       const length = view.getUint32(12);
-      const known = option === OPT_EXPORT_NAME || option === OPT_ABORT || option === OPT_LIST;
-      if (!(known || option === OPT_INFO || option === OPT_GO)) {
+      if (!SUPPORTED_OPTIONS.has(option)) {
         await this.reader.skip(length, `${optionName(option)} data`);
         await this.optionReply(option, REP_ERR_UNSUP, `${optionName(option)} is not supported`);
         continue;
@@ -322,8 +327,7 @@ class ServerSession {
       flags |= FLAG_SEND_FUA;
       if (typeof device.trim === 'function') flags |= FLAG_SEND_TRIM;
     }
-    const bs = device.blockSize ?? defaultBlockSize;
-    return { name, device, flags, minimum: bs.minimum, maxPayload: bs.maximum };
+    return { name, device, flags, blockSize: device.blockSize ?? defaultBlockSize };
   }
 
   private async listExports(data: Uint8Array): Promise<void> {
@@ -383,7 +387,7 @@ class ServerSession {
 
     // Sent whether asked for or not (clients ignore what they did not ask for); a client that asked
     // has promised to honour it.
-    const bs = chosen.device.blockSize ?? defaultBlockSize;
+    const bs = chosen.blockSize;
     const sizeInfo = new Uint8Array(14);
     const sizeView = viewOf(sizeInfo);
     sizeView.setUint16(0, INFO_BLOCK_SIZE);
@@ -483,8 +487,8 @@ class ServerSession {
     if (type !== CMD_READ && device.readOnly) return EPERM;
     const outOfRange = type === CMD_WRITE ? ENOSPC : EINVAL;
     if (offset < 0 || offset > device.size || length > device.size - offset) return outOfRange;
-    if (type !== CMD_TRIM && length > chosen.maxPayload) return EINVAL;
-    const min = chosen.minimum;
+    if (type !== CMD_TRIM && length > chosen.blockSize.maximum) return EINVAL;
+    const min = chosen.blockSize.minimum;
     if (min > 1 && (offset % min !== 0 || (length % min !== 0 && offset + length !== device.size))) {
       return EINVAL;
     }
@@ -517,7 +521,8 @@ class ServerSession {
         }
       }
     }
-    await this.reply(handleHigh, handleLow, errno, errno === 0 ? data : undefined).catch(() => {
+    // `data` is only ever set by a request that succeeded.
+    await this.reply(handleHigh, handleLow, errno, data).catch(() => {
       // The client is gone or the transport broke: nothing more can be said to it.
       this.close();
     });
