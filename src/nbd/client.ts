@@ -217,6 +217,8 @@ export class NbdClient implements BlockDevice {
   /** Reads as the payload arrived, in pieces (views of what the connection delivered, not copied). */
   async readPieces(offset: number, length: number): Promise<Uint8Array[]> {
     this.checkRange('read', offset, length);
+    // The usual case, one request: its pieces as they are, without collecting and flattening.
+    if (length > 0 && length <= this.maxRequest) return (await this.request(CMD_READ, 0, offset, length))!;
     const parts: Promise<Uint8Array[] | undefined>[] = [];
     for (let done = 0; done < length; done += this.maxRequest) {
       parts.push(this.request(CMD_READ, 0, offset + done, Math.min(this.maxRequest, length - done)));
