@@ -154,7 +154,7 @@ function asDbusCall(start: () => void): boolean {
 }
 
 /** Which interface publishes each SlotStatus field, under which property name. */
-const statusProperties: Record<keyof SlotStatus, [keyof typeof interfaceIndex, string]> = {
+const statusProperties: Record<keyof SlotStatus, ['mountPoint' | 'process' | 'stats', string]> = {
   imageUrl: ['mountPoint', 'ImageURL'],
   writeProtected: ['mountPoint', 'WriteProtected'],
   remainingInactivityTimeout: ['mountPoint', 'RemainingInactivityTimeout'],
@@ -163,7 +163,6 @@ const statusProperties: Record<keyof SlotStatus, [keyof typeof interfaceIndex, s
   readIO: ['stats', 'ReadIO'],
   writeIO: ['stats', 'WriteIO'],
 };
-const interfaceIndex = { mountPoint: 0, process: 1, stats: 2 } as const;
 
 /**
  * Exports one slot's object (MountPoint, Process, Stats and its mode interface) through the
@@ -182,18 +181,18 @@ export function exportSlot(
     slot.config.mode === SlotMode.Proxy
       ? new ProxyInterface(Interface.Proxy, slot, startMount)
       : new LegacyInterface(Interface.Legacy, slot, startMount);
-  const byIndex = [mountPoint, process, stats];
+  const published = { mountPoint, process, stats };
   objectManager.add(path, [mountPoint, process, stats, mode]);
 
   slot.on('changed', (changes) => {
-    const perInterface = new Map<number, Record<string, unknown>>();
+    const perInterface = new Map<SlotInterface, Record<string, unknown>>();
     for (const [field, value] of Object.entries(changes)) {
-      const [iface, property] = statusProperties[field as keyof SlotStatus];
-      const index = interfaceIndex[iface];
-      perInterface.set(index, { ...perInterface.get(index), [property]: value });
+      const [name, property] = statusProperties[field as keyof SlotStatus];
+      const iface = published[name];
+      perInterface.set(iface, { ...perInterface.get(iface), [property]: value });
     }
-    for (const [index, properties] of perInterface) {
-      DbusInterface.emitPropertiesChanged(byIndex[index]!, properties, []);
+    for (const [iface, properties] of perInterface) {
+      DbusInterface.emitPropertiesChanged(iface, properties, []);
     }
   });
   slot.on('completion', (errno) => mode.Completion(errno));
