@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { collection, link, odataType } from './odata.ts';
+import { virtualMediaUri } from './virtual-media.ts';
 
 export const managerUri = '/redfish/v1/Managers/bmc';
 export const systemUri = '/redfish/v1/Systems/system';
-const virtualMediaUri = `${managerUri}/VirtualMedia`;
 
 /** The one manager (this BMC); virtual media hangs off it. */
 export async function managerRoutes(app: FastifyInstance, options: { uuid: string }) {
