@@ -8,7 +8,7 @@ import {
   VirtualMediaUnavailable,
 } from '../dbus/virtual-media-client.ts';
 import { assertIfMatch } from './etag.ts';
-import { RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
+import { RedfishError, redfishMessage } from './messages.ts';
 import { collection, odataType } from './odata.ts';
 import { oemVirtualMediaType } from './oem-openbmc.ts';
 import { patchChanges, patchSchema } from './patch.ts';
@@ -105,11 +105,12 @@ function refused(error: unknown, image?: string): RedfishError {
 
 /** The task's view of a Completion that never came: the service left, or the bound passed. */
 function lostOutcome(error: unknown): TaskOutcome {
-  const message: RedfishMessage =
-    error instanceof VirtualMediaUnavailable
-      ? redfishMessage('ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)])
-      : redfishMessage('OperationTimeout', []);
-  return { statusCode: error instanceof VirtualMediaUnavailable ? 503 : 504, messages: [message] };
+  return error instanceof VirtualMediaUnavailable
+    ? {
+        statusCode: 503,
+        messages: [redfishMessage('ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)])],
+      }
+    : { statusCode: 504, messages: [redfishMessage('OperationTimeout', [])] };
 }
 
 const insertBody = {
