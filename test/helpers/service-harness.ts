@@ -170,6 +170,16 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
   return harness;
 }
 
+/** Proxy slot `n` in the config document: /nbd/<n> on /dev/nbd<n>, its socket nbd<n>.sock in `runtimeDir`. */
+export function proxySlotConfig(runtimeDir: string, n: number) {
+  return {
+    EndpointId: `/nbd/${n}`,
+    Mode: 0,
+    NBDDevice: `/dev/nbd${n}`,
+    UnixSocket: `${runtimeDir}/nbd${n}.sock`,
+  };
+}
+
 async function busCall(
   bus: MessageBus,
   fields: ConstructorParameters<typeof dbus.Message>[0],
@@ -180,7 +190,7 @@ async function busCall(
 }
 
 /** Direct children of `pid`, from /proc. */
-export async function childrenOf(pid: number): Promise<number[]> {
+async function childrenOf(pid: number): Promise<number[]> {
   const children: number[] = [];
   for (const entry of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;

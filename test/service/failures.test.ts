@@ -11,7 +11,7 @@ import { withCredentialsPipe } from '../../src/dbus/credentials-pipe.ts';
 import { DbusError, Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
 import { listenUnix } from '../helpers/nbdkit.ts';
-import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
+import { proxySlotConfig, type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
 
 const LEGACY = slotPath(SlotMode.Legacy, 'Slot_2');
@@ -50,13 +50,7 @@ describe('failures end in Ready with the right errno and no leftovers', () => {
       config: (runtimeDir) => ({
         InactivityTimeout: 0,
         MountPoints: {
-          Slot_0: {
-            EndpointId: '/nbd/0',
-            Mode: 0,
-            NBDDevice: '/dev/nbd0',
-            UnixSocket: `${runtimeDir}/nbd0.sock`,
-            Timeout: 1,
-          },
+          Slot_0: { ...proxySlotConfig(runtimeDir, 0), Timeout: 1 },
           Slot_2: { Mode: 1, NBDDevice: '/dev/nbd2', UnixSocket: `${runtimeDir}/nbd2.sock`, Timeout: 30 },
         },
       }),

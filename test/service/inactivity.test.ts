@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
 import { listenUnix, type Nbdkit, relayTo, startNbdkit, type UnixListener } from '../helpers/nbdkit.ts';
-import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
+import { proxySlotConfig, type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 
 const run = promisify(execFile);
 const IDLE = slotPath(SlotMode.Proxy, 'Slot_0');
@@ -26,20 +26,7 @@ describe('inactivity timeout', () => {
     harness = await startServiceHarness({
       config: (runtimeDir) => ({
         InactivityTimeout: INACTIVITY_TIMEOUT,
-        MountPoints: {
-          Slot_0: {
-            EndpointId: '/nbd/0',
-            Mode: 0,
-            NBDDevice: '/dev/nbd0',
-            UnixSocket: `${runtimeDir}/nbd0.sock`,
-          },
-          Slot_1: {
-            EndpointId: '/nbd/1',
-            Mode: 0,
-            NBDDevice: '/dev/nbd1',
-            UnixSocket: `${runtimeDir}/nbd1.sock`,
-          },
-        },
+        MountPoints: { Slot_0: proxySlotConfig(runtimeDir, 0), Slot_1: proxySlotConfig(runtimeDir, 1) },
       }),
     });
     for (const n of [0, 1]) {
