@@ -4,7 +4,7 @@ import pino, { type Logger } from 'pino';
  * Paths pino blanks out wherever they appear. Secrets must never reach a log line, whatever the caller
  * passes: request headers, parsed bodies and our own objects alike.
  */
-export const redactedPaths = [
+const redactedPaths = [
   'req.headers.authorization',
   'req.headers["x-auth-token"]',
   'req.headers.cookie',

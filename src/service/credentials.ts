@@ -50,7 +50,7 @@ export async function readCredentials(fd: number, signal: AbortSignal): Promise<
 }
 
 /** Parses `user\0password\0` (the trailing NUL is optional); copies the password into its own buffer. */
-export function parseCredentials(bytes: Buffer): Credentials {
+function parseCredentials(bytes: Buffer): Credentials {
   const userEnd = bytes.indexOf(0);
   if (userEnd < 0) throw new CredentialsError('credentials must be user\\0password\\0');
   let passwordEnd = bytes.indexOf(0, userEnd + 1);

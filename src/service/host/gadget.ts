@@ -24,7 +24,7 @@ const CONFIGFS_MAGIC = 0x62656570;
 const FUNCTION = 'functions/mass_storage.usb0';
 const CONFIG = 'configs/c.1';
 
-export function gadgetDir(slotId: string): string {
+function gadgetDir(slotId: string): string {
   return `usb_gadget/mass-storage-${slotId}`;
 }
 

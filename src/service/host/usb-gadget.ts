@@ -31,7 +31,7 @@ export function usbGadgetHost(options: UsbGadgetOptions): AttachHost {
 }
 
 /** `nbd-client` argv per SPEC §2 (`-L`: no netlink, or nbd-client 3.24 hands off and exits). */
-export function nbdClientArgs(request: Pick<AttachRequest, 'config' | 'source'>): string[] {
+function nbdClientArgs(request: Pick<AttachRequest, 'config' | 'source'>): string[] {
   const { config, source } = request;
   return [
     '-t',
@@ -100,7 +100,7 @@ function readSize(blockDir: string): number {
 }
 
 /** Fields 1 and 5 of `/sys/block/nbdN/stat`: reads and writes completed. */
-export function readBlockStats(blockDir: string): { readIO: bigint; writeIO: bigint } {
+function readBlockStats(blockDir: string): { readIO: bigint; writeIO: bigint } {
   const fields = fs.readFileSync(path.join(blockDir, 'stat'), 'utf8').trim().split(/\s+/);
   return { readIO: BigInt(fields[0] ?? 0), writeIO: BigInt(fields[4] ?? 0) };
 }

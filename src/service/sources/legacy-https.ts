@@ -117,7 +117,7 @@ async function waitForExplanation(stderr: NodeJS.ReadableStream, text: () => str
 }
 
 /** Maps nbdkit-curl's (libcurl's) error text to the errno reported in Completion. */
-export function explainCurlFailure(stderr: string, cause?: unknown): MountFailure {
+function explainCurlFailure(stderr: string, cause?: unknown): MountFailure {
   const reason = lastLine(stderr) || 'nbdkit refused the connection';
   const errno = (() => {
     if (/returned error: 40[13]\b/.test(stderr)) return Errno.EACCES;
