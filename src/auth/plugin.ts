@@ -1,7 +1,7 @@
 import fastifyCookie from '@fastify/cookie';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
-import { RedfishError } from '../redfish/messages.ts';
+import { errors, type RedfishError } from '../redfish/errors.ts';
 import { isRedfishPath } from '../redfish/paths.ts';
 import type { AccountStore } from './accounts.ts';
 import { authenticate, type Principal } from './authenticate.ts';
@@ -38,7 +38,7 @@ export function unauthorized(request: FastifyRequest): RedfishError {
   const headers: Record<string, string> = fromBrowserScript
     ? {}
     : { 'WWW-Authenticate': 'Basic realm="Redfish"' };
-  return RedfishError.of(401, 'NoValidSession', [], { headers });
+  return errors.noValidSession(headers);
 }
 
 /**
@@ -93,9 +93,9 @@ async function authorization(
     const principal = await authenticate(request);
     if (!principal) throw unauthorized(request);
     if (!xsrfSatisfied(request, principal)) {
-      throw RedfishError.of(403, 'HeaderInvalid', ['X-XSRF-TOKEN']);
+      throw errors.xsrfTokenInvalid();
     }
-    if (!satisfies(principal.privileges, required)) throw RedfishError.of(403, 'InsufficientPrivilege', []);
+    if (!satisfies(principal.privileges, required)) throw errors.insufficientPrivilege();
     request.principal = principal;
   });
 }
@@ -109,6 +109,6 @@ export const authorizationPlugin = fastifyPlugin(authorization, { name: 'vmedia-
 export function assertSelfOr(request: FastifyRequest, owner: string, privilege: Privilege) {
   const principal = principalOf(request);
   if (principal.username !== owner && !principal.privileges.has(privilege)) {
-    throw RedfishError.of(403, 'InsufficientPrivilege', []);
+    throw errors.insufficientPrivilege();
   }
 }

@@ -6,7 +6,7 @@ import { AccountStore, defaultPolicy } from './accounts.ts';
 export const adminUsername = 'admin';
 
 /**
- * Creates `accounts.json` with the `admin` Administrator on first start (SPEC §1): with the given password,
+ * Creates `accounts.json` with the `admin` Administrator on first start (docs/contract.md §1): with the given password,
  * else a random one written to `<state>/admin-password` (0600) and returned so the caller can print it
  * once. Does nothing when the accounts exist: the password is an initial value, not a reset.
  */

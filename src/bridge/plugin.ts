@@ -3,9 +3,10 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import { principalOf } from '../auth/plugin.ts';
-import { SlotMode } from '../dbus/names.ts';
+import { SlotMode } from '../contract/dbus.ts';
+import { RETRY_AFTER_SECONDS } from '../contract/redfish.ts';
 import type { VirtualMediaClient } from '../dbus/virtual-media-client.ts';
-import { RedfishError } from '../redfish/messages.ts';
+import { errors } from '../redfish/errors.ts';
 import { NbdBridge } from './bridge.ts';
 import { CloseCode, defaultLimits, type RelayLimits } from './relay.ts';
 
@@ -20,8 +21,6 @@ export interface BridgePluginOptions {
   client: VirtualMediaClient;
   limits?: RelayLimits;
 }
-
-const RETRY_AFTER_S = 5;
 
 /**
  * Routes WebSocket upgrades, and only them, to the bridge whatever their path: a slot's EndpointId is
@@ -45,7 +44,7 @@ const upgradeConstraint: Parameters<FastifyInstance['addConstraintStrategy']>[0]
 };
 
 /**
- * The `/nbd/<n>` WebSocket → Unix-socket bridge (SPEC §4). Everything is checked before the upgrade:
+ * The `/nbd/<n>` WebSocket → Unix-socket bridge (docs/contract.md §4). Everything is checked before the upgrade:
  * the shared authorization hook (credentials, ConfigureManager, and for a cookie session the XSRF token
  * offered as `Sec-WebSocket-Protocol`), then the slot: a Proxy slot by that EndpointId (404), with no
  * session and not mounted (409). The XSRF token is echoed as the chosen subprotocol, as browsers require.
@@ -117,15 +116,12 @@ function pathOf(request: FastifyRequest): string {
 /** The free Proxy slot the request's path names, or the Redfish error that refuses the upgrade. */
 function slotFor(request: FastifyRequest, client: VirtualMediaClient, bridge: NbdBridge) {
   if (!client.available) {
-    throw RedfishError.of(503, 'ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)], {
-      headers: { 'Retry-After': String(RETRY_AFTER_S) },
-    });
+    throw errors.serviceTemporarilyUnavailable(RETRY_AFTER_SECONDS);
   }
   const endpoint = pathOf(request);
   const slot = client.slotByEndpoint(endpoint);
-  if (!slot || slot.mode !== SlotMode.Proxy)
-    throw RedfishError.of(404, 'ResourceNotFound', ['EndpointId', endpoint]);
-  if (bridge.has(slot.slotId) || slot.active) throw RedfishError.of(409, 'ResourceInUse', []);
+  if (!slot || slot.mode !== SlotMode.Proxy) throw errors.resourceNotFound('EndpointId', endpoint);
+  if (bridge.has(slot.slotId) || slot.active) throw errors.resourceInUse();
   return slot;
 }
 

@@ -6,7 +6,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { WebSocket } from 'ws';
 import { readEnvironment, statePaths } from '../config/environment.ts';
 
-/** The connection options every client verb takes (SPEC §7), for `parseArgs`. */
+/** The connection options every client verb takes (docs/contract.md §7), for `parseArgs`. */
 export const connectionOptions = {
   url: { type: 'string' },
   user: { type: 'string' },

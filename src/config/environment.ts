@@ -1,6 +1,6 @@
 import path from 'node:path';
 
-/** Settings every process of the stack reads from the environment (SPEC §7). */
+/** Settings every process of the stack reads from the environment (docs/contract.md §7). */
 export interface Environment {
   host: string;
   port: number;
@@ -25,7 +25,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environme
   };
 }
 
-/** Well-known locations inside the state directory (SPEC §7). */
+/** Well-known locations inside the state directory (docs/contract.md §7). */
 export function statePaths(stateDir: string) {
   return {
     adminPassword: path.join(stateDir, 'admin-password'),

@@ -8,7 +8,7 @@ import type { LegacyCredentials } from './virtual-media-client.ts';
 
 const run = promisify(execFile);
 
-/** Each credential must fit the service's buffer (SPEC §2). */
+/** Each credential must fit the service's buffer (docs/contract.md §2). */
 export const MAX_CREDENTIAL_BYTES = 512;
 
 /**

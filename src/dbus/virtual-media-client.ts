@@ -1,8 +1,8 @@
-import type { SlotMode } from './names.ts';
+import type { SlotMode } from '../contract/dbus.ts';
 
 /**
  * What the server knows of one slot: the service's D-Bus properties, cached and kept current from
- * signals (SPEC §2). Reading it costs no D-Bus round trip.
+ * signals (docs/contract.md §2). Reading it costs no D-Bus round trip.
  */
 export interface SlotState {
   readonly slotId: string;

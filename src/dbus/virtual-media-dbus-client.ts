@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import dbus, { type Message, type MessageBus, Variant } from 'dbus-next';
+import { Interface, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
 import { connectBus } from './connection.ts';
 import { withCredentialsPipe } from './credentials-pipe.ts';
-import { Interface, ROOT_PATH, SERVICE_NAME, SlotMode } from './names.ts';
 import {
   type LegacyCredentials,
   type SlotState,
@@ -107,7 +107,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     credentials?: LegacyCredentials,
   ): Promise<void> {
     if (!credentials) {
-      // SPEC §2: the `sbv` form with -1 means "no secret"; no pipe to create for nothing.
+      // docs/contract.md §2: the `sbv` form with -1 means "no secret"; no pipe to create for nothing.
       await this.invoke(slotId, Interface.Legacy, 'Mount', 'sbv', [url, readWrite, new Variant('i', -1)]);
       return;
     }

@@ -1,51 +1,77 @@
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { errorBody, RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
-import { validationMessages } from './validation.ts';
+import { type MessageArgs, type MessageId, type RedfishMessage, redfishMessage } from './messages.ts';
 
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** Set on action routes (`VirtualMedia.InsertMedia`): body problems use the ActionParameter* messages. */
-    action?: string;
+/**
+ * What route handlers and hooks throw to answer with a Redfish error; the one error handler
+ * (error-handler.ts) renders it. Headers travel with it (`WWW-Authenticate` on 401, `Retry-After` on 503).
+ * Build one with the factories below, never by hand: each names the failure and carries its status, so
+ * the same failure always answers the same way.
+ */
+export class RedfishError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly messages: readonly RedfishMessage[],
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(messages.map((m) => m.Message).join(' '));
+    this.name = 'RedfishError';
   }
 }
 
-/** Fastify's own failures (parsing, limits) as the Redfish errors a client expects. */
-function translate(error: FastifyError, request: FastifyRequest): RedfishError {
-  if (error instanceof RedfishError) return error;
-  if (error.validation) {
-    const messages = validationMessages(error.validation, request.body, request.routeOptions.config.action);
-    return new RedfishError(400, messages);
-  }
-  switch (error.code) {
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return RedfishError.of(415, 'HeaderInvalid', ['Content-Type']);
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return RedfishError.of(413, 'PayloadTooLarge', []);
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return RedfishError.of(400, 'MalformedJSON', []);
-  }
-  // JSON.parse failures from the body parser arrive as a plain SyntaxError marked 400.
-  if (error instanceof SyntaxError && error.statusCode === 400)
-    return RedfishError.of(400, 'MalformedJSON', []);
-  if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
-    return new RedfishError(error.statusCode, [redfishMessage('GeneralError', [])]);
-  }
-  return RedfishError.of(500, 'InternalError', []);
+function one<Id extends MessageId>(
+  statusCode: number,
+  id: Id,
+  args: MessageArgs<Id>,
+  options: { relatedProperties?: string[]; headers?: Record<string, string> } = {},
+): RedfishError {
+  return new RedfishError(statusCode, [redfishMessage(id, args, options.relatedProperties)], options.headers);
 }
 
-/** The one error handler: every failure leaves as a Redfish error body built from the message registry. */
-export function renderError(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-  const redfish = translate(error, request);
-  if (redfish.statusCode >= 500) request.log.error({ err: error }, 'request failed');
-  else
-    request.log.debug(
-      { statusCode: redfish.statusCode, messageIds: ids(redfish.messages) },
-      'request refused',
-    );
-  return reply.code(redfish.statusCode).headers(redfish.headers).send(errorBody(redfish.messages));
-}
+/** `#/Name`: the JSON pointer to the request property a message is about. */
+const pointer = (property: string) => [`#/${property}`];
 
-function ids(messages: readonly RedfishMessage[]) {
-  return messages.map((m) => m.MessageId);
-}
+export const errors = {
+  // 400: the request itself is wrong.
+  /** Body problems found by schema validation or by a handler, one message each. */
+  badRequest: (messages: readonly RedfishMessage[]) => new RedfishError(400, messages),
+  malformedJson: () => one(400, 'MalformedJSON', []),
+  noOperation: () => one(400, 'NoOperation', []),
+  actionNotSupported: (action: string) => one(400, 'ActionNotSupported', [action]),
+  propertyNotWritable: (property: string) => one(400, 'PropertyNotWritable', [property]),
+  /** A value the service refuses; `shown` is what the message may repeat (never a password). */
+  propertyValueFormat: (shown: string, property: string) =>
+    one(400, 'PropertyValueFormatError', [shown, property], { relatedProperties: pointer(property) }),
+  propertyValueOutOfRange: (value: string, property: string) =>
+    one(400, 'PropertyValueOutOfRange', [value, property], { relatedProperties: pointer(property) }),
+  propertyValueIncorrect: (property: string, value: string) =>
+    one(400, 'PropertyValueIncorrect', [property, value], { relatedProperties: pointer(property) }),
+  resourceAtUriInUnknownFormat: (uri: string) => one(400, 'ResourceAtUriInUnknownFormat', [uri]),
+
+  // 401/403: who is asking.
+  noValidSession: (headers: Record<string, string> = {}) => one(401, 'NoValidSession', [], { headers }),
+  insufficientPrivilege: () => one(403, 'InsufficientPrivilege', []),
+  /** A cookie session's request without the matching XSRF token. */
+  xsrfTokenInvalid: () => one(403, 'HeaderInvalid', ['X-XSRF-TOKEN']),
+
+  // 404/405/406/409/412/413/415: the resource and the protocol.
+  resourceNotFound: (type: string, id: string) => one(404, 'ResourceNotFound', [type, id]),
+  operationNotAllowed: () => one(405, 'OperationNotAllowed', []),
+  notAcceptable: () => one(406, 'HeaderInvalid', ['Accept']),
+  resourceInUse: () => one(409, 'ResourceInUse', []),
+  resourceAlreadyExists: (type: string, property: string, value: string) =>
+    one(409, 'ResourceAlreadyExists', [type, property, value], { relatedProperties: pointer(property) }),
+  resourceCannotBeDeleted: () => one(409, 'ResourceCannotBeDeleted', []),
+  preconditionFailed: () => one(412, 'PreconditionFailed', []),
+  odataVersionUnsupported: () => one(412, 'HeaderInvalid', ['OData-Version']),
+  payloadTooLarge: () => one(413, 'PayloadTooLarge', []),
+  unsupportedMediaType: () => one(415, 'HeaderInvalid', ['Content-Type']),
+  /** Any other client error fastify raised (its status kept, the generic message). */
+  clientError: (statusCode: number) => one(statusCode, 'GeneralError', []),
+
+  // 5xx: the service.
+  internalError: () => one(500, 'InternalError', []),
+  queryParameterUnsupported: (name: string) => one(501, 'QueryParameterUnsupported', [name]),
+  serviceTemporarilyUnavailable: (retryAfterSeconds: number) =>
+    one(503, 'ServiceTemporarilyUnavailable', [String(retryAfterSeconds)], {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    }),
+} as const;

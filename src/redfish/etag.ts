@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { RedfishError } from './messages.ts';
+import { errors } from './errors.ts';
 
 /**
  * A weak ETag over a resource's JSON representation: any visible change gives a new tag. Responses
@@ -26,5 +26,5 @@ export function assertIfMatch(request: FastifyRequest, current: unknown) {
   const expected = etagOf(current);
   const strip = (tag: string) => tag.trim().replace(/^W\//, '');
   const matches = header.split(',').some((tag) => tag.trim() === '*' || strip(tag) === strip(expected));
-  if (!matches) throw RedfishError.of(412, 'PreconditionFailed', []);
+  if (!matches) throw errors.preconditionFailed();
 }

@@ -398,32 +398,3 @@ export function errorBody(messages: readonly RedfishMessage[]) {
   const head = messages.length === 1 && first ? first : redfishMessage('GeneralError', []);
   return { error: { code: head.MessageId, message: head.Message, '@Message.ExtendedInfo': [...messages] } };
 }
-
-/**
- * What route handlers and hooks throw to answer with a Redfish error; one error handler renders it.
- * Headers travel with it (`WWW-Authenticate` on 401, `Allow` on 405, `Retry-After` on 503).
- */
-export class RedfishError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly messages: readonly RedfishMessage[],
-    readonly headers: Readonly<Record<string, string>> = {},
-  ) {
-    super(messages.map((m) => m.Message).join(' '));
-    this.name = 'RedfishError';
-  }
-
-  /** The common case: one status, one message. */
-  static of<Id extends MessageId>(
-    statusCode: number,
-    id: Id,
-    args: MessageArgs<Id>,
-    options: { relatedProperties?: string[]; headers?: Record<string, string> } = {},
-  ): RedfishError {
-    return new RedfishError(
-      statusCode,
-      [redfishMessage(id, args, options.relatedProperties)],
-      options.headers,
-    );
-  }
-}

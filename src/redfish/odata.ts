@@ -1,9 +1,14 @@
-import { oemCsdlUri, oemNamespace, oemVersion } from './oem-openbmc.ts';
-
 /**
  * The Redfish schemas this service speaks, in one table: `@odata.type` values and the `$metadata`
  * document both come from it, so they cannot disagree. A new resource family adds its line here.
  */
+/** The OpenBMC OEM VirtualMedia schema (`Oem.OpenBMC.WebSocketEndpoint`), served by resources/oem-openbmc.ts. */
+export const oemNamespace = 'OpenBMCVirtualMedia';
+export const oemVersion = 'v1_0_0';
+export const oemCsdlUri = `/redfish/v1/schema/${oemNamespace}_v1.xml`;
+export const oemJsonSchemaUri = `/redfish/v1/schema/${oemNamespace}.${oemVersion}.json`;
+export const oemVirtualMediaType = `#${oemNamespace}.${oemVersion}.VirtualMedia`;
+
 const resourceVersions = {
   AccountService: 'v1_18_1',
   ComputerSystem: 'v1_27_0',

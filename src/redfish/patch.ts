@@ -1,4 +1,5 @@
-import { RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
+import { errors } from './errors.ts';
+import { type RedfishMessage, redfishMessage } from './messages.ts';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -29,7 +30,7 @@ export function patchChanges<T extends object>(body: T, readOnly: readonly strin
   const refused: RedfishMessage[] = entries
     .filter(([name]) => readOnly.includes(name))
     .map(([name]) => redfishMessage('PropertyNotWritable', [name], [`#/${name}`]));
-  if (refused.length) throw new RedfishError(400, refused);
-  if (entries.length === 0) throw RedfishError.of(400, 'NoOperation', []);
+  if (refused.length) throw errors.badRequest(refused);
+  if (entries.length === 0) throw errors.noOperation();
   return Object.fromEntries(entries) as Partial<T>;
 }

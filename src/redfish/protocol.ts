@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import FindMyWay from 'find-my-way';
-import { renderError } from './errors.ts';
+import { renderError } from './error-handler.ts';
+import { errors, type RedfishError } from './errors.ts';
 import { etagOfJson } from './etag.ts';
-import { RedfishError } from './messages.ts';
 import { isRedfishPath } from './paths.ts';
 
 declare module 'fastify' {
@@ -29,7 +29,7 @@ const specQueryParameters = new Set(['only', 'excerpt', 'includeoriginofconfig']
 const methodOrder = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
 /**
- * The Redfish protocol rules (DSP0266 and SPEC §3) for everything under /redfish: OData-Version in and
+ * The Redfish protocol rules (DSP0266 and docs/contract.md §3) for everything under /redfish: OData-Version in and
  * out, Accept negotiation, `$` query parameters, `Allow` and 405 per known URI, `Link: rel=describedby`
  * and ETags on resources, and every error rendered as a Redfish error body.
  * Other paths (the web UI, `/login`, the `/nbd` WebSocket bridge) are left alone apart from error bodies.
@@ -90,10 +90,10 @@ async function redfishProtocol(app: FastifyInstance) {
 
   app.setNotFoundHandler(async (request) => {
     if (isRedfishPath(request.url) && allowedFor(request)) {
-      throw RedfishError.of(405, 'OperationNotAllowed', []);
+      throw errors.operationNotAllowed();
     }
     const path = request.url.split('?', 1)[0] ?? '';
-    throw RedfishError.of(404, 'ResourceNotFound', ['Resource', path]);
+    throw errors.resourceNotFound('Resource', path);
   });
 
   app.setErrorHandler(renderError);
@@ -105,18 +105,18 @@ async function redfishProtocol(app: FastifyInstance) {
 function requestViolation(request: FastifyRequest): RedfishError | undefined {
   const odataVersion = request.headers['odata-version'];
   if (odataVersion !== undefined && String(odataVersion).trim() !== '4.0') {
-    return RedfishError.of(412, 'HeaderInvalid', ['OData-Version']);
+    return errors.odataVersionUnsupported();
   }
   const { accept } = request.headers;
   if (
     accept !== undefined &&
     !acceptable(accept, request.routeOptions.config.mediaType ?? 'application/json')
   ) {
-    return RedfishError.of(406, 'HeaderInvalid', ['Accept']);
+    return errors.notAcceptable();
   }
   for (const name of Object.keys(request.query as Record<string, unknown>)) {
     if (name.startsWith('$') || specQueryParameters.has(name.toLowerCase())) {
-      return RedfishError.of(501, 'QueryParameterUnsupported', [name]);
+      return errors.queryParameterUnsupported(name);
     }
   }
   return undefined;

@@ -1,8 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SlotMode } from '../dbus/names.ts';
+import { SlotMode } from '../contract/dbus.ts';
 
-/** One mount point of the seed's config format (SPEC §2). */
+/** One mount point of the upstream config format (docs/contract.md §2). */
 export interface SlotConfig {
   slotId: string;
   endpointId: string;

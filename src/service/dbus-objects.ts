@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import dbus, { type Message, type MessageBus } from 'dbus-next';
-import { DbusError, Interface, SlotMode, slotPath } from '../dbus/names.ts';
+import { DbusError, Interface, SlotMode, slotPath } from '../contract/dbus.ts';
 import type { ObjectManager } from '../dbus/object-manager.ts';
 import { PrecheckError } from './errors.ts';
 import type { Slot, SlotStatus } from './slot.ts';

@@ -1,4 +1,4 @@
-import { DbusError, Errno } from '../dbus/names.ts';
+import { DbusError, Errno } from '../contract/dbus.ts';
 
 /** A Mount/Unmount refused before any work starts: answered with a D-Bus error of this name. */
 export class PrecheckError extends Error {

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import dbus, { type MessageBus } from 'dbus-next';
-import { Errno, ROOT_PATH, SERVICE_NAME, SlotMode } from '../dbus/names.ts';
+import { Errno, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
 import { ObjectManager } from '../dbus/object-manager.ts';
 import type { Logger } from '../log.ts';
 import { prepareCaBundle } from './ca-bundle.ts';

@@ -1,5 +1,5 @@
 import { EventEmitter, once } from 'node:events';
-import { Errno } from '../dbus/names.ts';
+import { Errno } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
 import { CleanupStack } from './cleanup.ts';
 import type { SlotConfig } from './config.ts';

@@ -113,7 +113,7 @@ export async function listVirtualMedia(): Promise<VirtualMedia[]> {
 
 /**
  * Runs a Redfish action to its end: a 2xx answer is the result, a 202 is followed through its task
- * (SPEC §3) until the task finishes; a failed task becomes an ApiError with the task's messages.
+ * (docs/contract.md §3) until the task finishes; a failed task becomes an ApiError with the task's messages.
  */
 export async function runAction(
   target: string,

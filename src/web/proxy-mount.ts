@@ -11,7 +11,7 @@ export interface MountEnd extends WebSocketEnd {
 }
 
 /**
- * Proxy mode in the browser (SPEC §4, §5): this page is the NBD server for the chosen file, on the
+ * Proxy mode in the browser (docs/contract.md §4 and §5): this page is the NBD server for the chosen file, on the
  * slot's WebSocket; the BMC end of the socket is the NBD client that presents the medium to the host.
  */
 export class ProxyMount {

@@ -34,7 +34,7 @@ export class WebSocketConnection implements NbdConnection {
     socket.binaryType = 'arraybuffer';
     socket.onmessage = ({ data }: MessageEvent) => {
       if (!(data instanceof ArrayBuffer)) {
-        // SPEC §4: binary frames only; a text frame is a broken peer, so the stream ends here.
+        // docs/contract.md §4: binary frames only; a text frame is a broken peer, so the stream ends here.
         this.close(1003, 'binary frames only');
         return;
       }

@@ -5,7 +5,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
-import type { VmStack } from '../helpers/redfish-vm-stack.ts';
+import type { VmStack } from '../helpers/virtual-media-stack.ts';
 
 const execFileAsync = promisify(execFile);
 

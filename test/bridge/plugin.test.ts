@@ -6,8 +6,8 @@ import { bufferBound } from '../../src/bridge/relay.ts';
 import { WebSocketConnection } from '../../src/cli/websocket-connection.ts';
 import { MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { serveNbd } from '../../src/nbd/server.ts';
-import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
+import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 import { closeOf, hostUri, nbdToolBytes, opened, quiescent, slotFreed, upgrade, waitFor } from './helpers.ts';
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { hostUri, nbdTool, slotFreed, waitFor } from '../bridge/helpers.ts';
-import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
+import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
 const MiB = 1024 * 1024;

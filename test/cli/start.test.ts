@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import dbus from 'dbus-next';
-import { SERVICE_NAME } from '../../src/dbus/names.ts';
+import { SERVICE_NAME } from '../../src/contract/dbus.ts';
 
 const vmedia = path.resolve('bin/vmedia.js');
 

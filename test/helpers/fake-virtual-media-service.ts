@@ -1,11 +1,18 @@
 import fs from 'node:fs';
 import dbus, { type Message, type MessageBus } from 'dbus-next';
+import {
+  DbusError,
+  Interface,
+  ROOT_PATH,
+  SERVICE_NAME,
+  SlotMode,
+  slotPath,
+} from '../../src/contract/dbus.ts';
 import { connectBus } from '../../src/dbus/connection.ts';
-import { DbusError, Interface, ROOT_PATH, SERVICE_NAME, SlotMode, slotPath } from '../../src/dbus/names.ts';
 
 const { Message: DbusMessage, Variant, MessageType } = dbus;
 
-/** D-Bus signatures of the slot properties (SPEC §2), so the fake marshals exactly what the real one does. */
+/** D-Bus signatures of the slot properties (docs/contract.md §2), so the fake marshals exactly what the real one does. */
 const signatures: Record<string, Record<string, string>> = {
   [Interface.MountPoint]: {
     EndpointId: 's',
@@ -34,7 +41,7 @@ export interface MountCall {
 }
 
 /**
- * A small stand-in for the VirtualMedia service: just the D-Bus surface of SPEC §2, driven by the
+ * A small stand-in for the VirtualMedia service: just the D-Bus surface of docs/contract.md §2, driven by the
  * test (it decides when Completion comes and with which errno). Lets the client be tested alone.
  */
 export class FakeVirtualMediaService {

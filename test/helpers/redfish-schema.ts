@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 
-/** The DMTF material lives beside the repository, never inside it (SPEC §3). */
+/** The DMTF material lives beside the repository, never inside it (docs/contract.md §3). */
 export const sharedRedfish = path.resolve(fileURLToPath(new URL('../../../shared/redfish', import.meta.url)));
 
 const dmtfBase = 'http://redfish.dmtf.org/schemas/v1/';

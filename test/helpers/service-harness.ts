@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dbus, { type Message, type MessageBus } from 'dbus-next';
+import { Interface, SERVICE_NAME } from '../../src/contract/dbus.ts';
 import { connectBus } from '../../src/dbus/connection.ts';
-import { Interface, SERVICE_NAME } from '../../src/dbus/names.ts';
 import { type PrivateBus, startPrivateBus } from '../../src/dbus/private-bus.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));

@@ -2,13 +2,8 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import {
-  baseMessages,
-  baseRegistry,
-  errorBody,
-  RedfishError,
-  redfishMessage,
-} from '../../src/redfish/messages.ts';
+import { errors } from '../../src/redfish/errors.ts';
+import { baseMessages, baseRegistry, errorBody, redfishMessage } from '../../src/redfish/messages.ts';
 import { assertValidRedfish, sharedRedfish } from '../helpers/redfish-schema.ts';
 
 interface RegistryMessage {
@@ -98,8 +93,8 @@ test('an error body leads with its only message, or with GeneralError when there
   await assertValidRedfish(two);
 });
 
-test('RedfishError carries status, messages and headers', () => {
-  const error = RedfishError.of(401, 'NoValidSession', [], { headers: { 'WWW-Authenticate': 'Basic' } });
+test('a RedfishError factory carries status, messages and headers', () => {
+  const error = errors.noValidSession({ 'WWW-Authenticate': 'Basic' });
   assert.equal(error.statusCode, 401);
   assert.equal(error.messages[0]?.MessageId, 'Base.1.22.1.NoValidSession');
   assert.deepEqual(error.headers, { 'WWW-Authenticate': 'Basic' });

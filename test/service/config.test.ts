@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { SlotMode } from '../../src/dbus/names.ts';
+import { SlotMode } from '../../src/contract/dbus.ts';
 import { ConfigError, defaultConfigDocument, loadConfig, parseConfig } from '../../src/service/config.ts';
 
 const slot = (overrides: Record<string, unknown> = {}) => ({

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import dbus from 'dbus-next';
+import { DbusError, Interface, ROOT_PATH, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { withCredentialsPipe } from '../../src/dbus/credentials-pipe.ts';
-import { DbusError, Interface, ROOT_PATH, SlotMode, slotPath } from '../../src/dbus/names.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 
 type Members = Record<string, string>;
@@ -12,7 +12,7 @@ interface Introspected {
   signals: Members;
 }
 
-/** The contract of SPEC §2: property → type, method → `in→out`, signal → args. */
+/** The contract of docs/contract.md §2: property → type, method → `in→out`, signal → args. */
 const common: Record<string, Introspected> = {
   [Interface.MountPoint]: {
     properties: {
@@ -81,7 +81,7 @@ describe('D-Bus objects of the VirtualMedia service', () => {
     return xml;
   };
 
-  test('introspection of every object matches SPEC §2', async () => {
+  test('introspection of every object matches the D-Bus contract', async () => {
     const rootXml = await introspect(ROOT_PATH);
     assert.deepEqual(parseIntrospection(rootXml)[Interface.ObjectManager], {
       properties: {},

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { listenUnix, type Nbdkit, relayTo, startNbdkit, type UnixListener } from '../helpers/nbdkit.ts';
 import { proxySlotConfig, type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { Errno, Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { listenUnix, type Nbdkit, relayTo, startNbdkit } from '../helpers/nbdkit.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import dbus from 'dbus-next';
-import { Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { createFakeKernel, type FakeKernel } from '../helpers/fake-kernel.ts';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import dbus from 'dbus-next';
-import { Errno, Interface, SlotMode, slotPath } from '../../src/dbus/names.ts';
+import { Errno, Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { createFakeKernel, type FakeKernel } from '../helpers/fake-kernel.ts';
 import { type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 

@@ -7,8 +7,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Locator, Page } from 'playwright-core';
-import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
+import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 import { launchBrowser, screenshot, type TestBrowser } from './browser.ts';
 
 const execFileAsync = promisify(execFile);

@@ -2,8 +2,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { readEnvironment, statePaths } from '../../config/environment.ts';
+import { SERVICE_NAME } from '../../contract/dbus.ts';
 import { connectBus } from '../../dbus/connection.ts';
-import { SERVICE_NAME } from '../../dbus/names.ts';
 import { createLogger } from '../../log.ts';
 import { loadConfig } from '../../service/config.ts';
 import type { HostMode } from '../../service/host/attachment.ts';
@@ -15,7 +15,7 @@ import { startVirtualMediaService } from '../../service/service.ts';
 const HOST_MODES = ['auto', 'emulated', 'usb-gadget'] as const;
 
 /**
- * `vmedia service`: the xyz.openbmc_project.VirtualMedia D-Bus daemon (SPEC §2). Bus: --bus-address,
+ * `vmedia service`: the xyz.openbmc_project.VirtualMedia D-Bus daemon (docs/contract.md §2). Bus: --bus-address,
  * else `<state>/dbus-address` (the embedded stack's private bus), else the system bus.
  */
 export async function run(argv: string[]): Promise<void> {

@@ -11,7 +11,7 @@ const vmediaBin = fileURLToPath(new URL('../../../bin/vmedia.js', import.meta.ur
 const RESTART_DELAY_MS = 1000;
 
 /**
- * `vmedia start`: the embedded stack of SPEC §1 in the foreground — a private dbus-daemon (unless
+ * `vmedia start`: the embedded stack of docs/contract.md §1 in the foreground — a private dbus-daemon (unless
  * `--bus system`), the VirtualMedia service (restarted if it dies) and the HTTPS server.
  */
 export async function run(argv: string[]): Promise<void> {

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Errno } from '../../dbus/names.ts';
+import { Errno } from '../../contract/dbus.ts';
 import type { BlockDevice } from '../../nbd/block-device.ts';
 import { NbdClient } from '../../nbd/client.ts';
 import { connectionFromSocket } from '../../nbd/node-connection.ts';
@@ -14,7 +14,7 @@ import type { AttachHost, AttachRequest, HostAttachment } from './attachment.ts'
 const CLOSE_GRACE_MS = 2000;
 
 /**
- * The host as a userspace stand-in (SPEC §1): the service is the NBD client of the source and
+ * The host as a userspace stand-in (docs/contract.md §1): the service is the NBD client of the source and
  * re-exports the medium as an NBD server on `<hostDir>/<SlotId>.sock`, where any NBD client (nbdcopy,
  * qemu's usb-storage) reads it as the host would. I/O through that export is what Stats count.
  */

@@ -28,7 +28,7 @@ function gadgetDir(slotId: string): string {
   return `usb_gadget/mass-storage-${slotId}`;
 }
 
-/** The mass-storage gadget of SPEC §2, in the order configfs needs: describe, configure, bind. */
+/** The mass-storage gadget of docs/contract.md §2, in the order configfs needs: describe, configure, bind. */
 export function gadgetCreateSteps(spec: GadgetSpec): GadgetStep[] {
   const g = gadgetDir(spec.slotId);
   const lun = `${g}/${FUNCTION}/lun.0`;

@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { Errno } from '../../dbus/names.ts';
+import { Errno } from '../../contract/dbus.ts';
 import { spawnChild } from '../child.ts';
 import { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
@@ -23,14 +23,14 @@ export interface UsbGadgetOptions {
 }
 
 /**
- * Real host attachment (SPEC §2): kernel NBD through `nbd-client`, then a configfs USB mass-storage
+ * Real host attachment (docs/contract.md §2): kernel NBD through `nbd-client`, then a configfs USB mass-storage
  * gadget backed by /dev/nbdN, bound to a free UDC. Stats come from `/sys/block/nbdN/stat`.
  */
 export function usbGadgetHost(options: UsbGadgetOptions): AttachHost {
   return (request, context) => attachUsbGadget(options, request, context);
 }
 
-/** `nbd-client` argv per SPEC §2 (`-L`: no netlink, or nbd-client 3.24 hands off and exits). */
+/** `nbd-client` argv per docs/contract.md §2 (`-L`: no netlink, or nbd-client 3.24 hands off and exits). */
 function nbdClientArgs(request: Pick<AttachRequest, 'config' | 'source'>): string[] {
   const { config, source } = request;
   return [

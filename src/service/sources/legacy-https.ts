@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Errno } from '../../dbus/names.ts';
+import { Errno } from '../../contract/dbus.ts';
 import { spawnChild } from '../child.ts';
 import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
@@ -17,7 +17,7 @@ const READY_POLL_MS = 50;
 /** How long a failed handshake waits for nbdkit's explanation to arrive on stderr. */
 const EXPLANATION_WAIT_MS = 1000;
 
-/** Mount precheck for a Legacy image URL: only https:// is served (SPEC §2 Legacy sources). */
+/** Mount precheck for a Legacy image URL: only https:// is served (docs/contract.md §2 Legacy sources). */
 export function checkLegacyUrl(imageUrl: string): URL {
   let url: URL;
   try {

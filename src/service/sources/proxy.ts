@@ -1,4 +1,4 @@
-import { Errno } from '../../dbus/names.ts';
+import { Errno } from '../../contract/dbus.ts';
 import type { SlotConfig } from '../config.ts';
 import { MountFailure } from '../errors.ts';
 import type { MediumSource } from './source.ts';

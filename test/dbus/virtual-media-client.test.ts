@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DbusError, Interface } from '../../src/dbus/names.ts';
+import { DbusError, Interface } from '../../src/contract/dbus.ts';
 import { type PrivateBus, startPrivateBus } from '../../src/dbus/private-bus.ts';
 import {
   type SlotState,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { followTask, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import type { Response } from '../helpers/server.ts';
+import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const slotUri = `${collectionUri}/Slot_2`;

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { RedfishError } from '../redfish/messages.ts';
-import { sessionCookie, xsrfCookie } from './authenticate.ts';
-import { principalOf, unauthorized } from './plugin.ts';
+import { sessionCookie, xsrfCookie } from '../auth/authenticate.ts';
+import { principalOf, unauthorized } from '../auth/plugin.ts';
+import { errors } from '../redfish/errors.ts';
 
 type LoginBody = { username: string; password: string } | { data: [string, string] };
 
@@ -59,7 +59,7 @@ export async function webLoginRoutes(app: FastifyInstance) {
     { config: { privileges: ['Login'] }, schema: { tags, summary: 'End the cookie session' } },
     async (request, reply) => {
       const session = principalOf(request).session;
-      if (!session) throw RedfishError.of(400, 'NoValidSession', []);
+      if (!session) throw errors.noValidSession();
       app.sessions.delete(session.id);
       return reply
         .clearCookie(sessionCookie, cookieOptions)

@@ -1,4 +1,4 @@
-/** The D-Bus contract shared by the service and its clients (SPEC §2). */
+/** The D-Bus contract shared by the service and its clients (docs/contract.md §2). */
 export const SERVICE_NAME = 'xyz.openbmc_project.VirtualMedia';
 export const ROOT_PATH = '/xyz/openbmc_project/VirtualMedia';
 

@@ -2,12 +2,14 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Account, AccountPolicy } from '../auth/accounts.ts';
 import { assertSelfOr, principalOf } from '../auth/plugin.ts';
 import { type RoleId, roleIds, roles } from '../auth/privileges.ts';
-import { assertIfMatch } from './etag.ts';
-import { RedfishError, redfishMessage } from './messages.ts';
-import { collection, creationUris, link, odataType } from './odata.ts';
-import { patchChanges, patchSchema } from './patch.ts';
+import { accountServiceUri } from '../contract/redfish.ts';
+import { errors, type RedfishError } from '../redfish/errors.ts';
+import { assertIfMatch } from '../redfish/etag.ts';
+import { redfishMessage } from '../redfish/messages.ts';
+import { collection, creationUris, link, odataType } from '../redfish/odata.ts';
+import { patchChanges, patchSchema } from '../redfish/patch.ts';
 
-const serviceUri = '/redfish/v1/AccountService';
+const serviceUri = accountServiceUri;
 const accountsUri = `${serviceUri}/Accounts`;
 const rolesUri = `${serviceUri}/Roles`;
 const tags = ['AccountService'];
@@ -52,9 +54,7 @@ function roleResource(id: RoleId) {
 
 /** A password the policy refuses; the message never carries the password itself. */
 function passwordRejected(): RedfishError {
-  return RedfishError.of(400, 'PropertyValueFormatError', ['[redacted]', 'Password'], {
-    relatedProperties: ['#/Password'],
-  });
+  return errors.propertyValueFormat('[redacted]', 'Password');
 }
 
 /** AccountService: the password and lockout policy, local accounts, and the predefined roles. */
@@ -124,17 +124,13 @@ export async function accountServiceRoutes(app: FastifyInstance) {
       };
       if (policy.minPasswordLength > policy.maxPasswordLength) {
         const name = changes.MinPasswordLength === undefined ? 'MaxPasswordLength' : 'MinPasswordLength';
-        throw RedfishError.of(400, 'PropertyValueOutOfRange', [String(changes[name]), name], {
-          relatedProperties: [`#/${name}`],
-        });
+        throw errors.propertyValueOutOfRange(String(changes[name]), name);
       }
       // The Redfish schema requires the counter window to fit inside the lockout duration.
       if (policy.lockoutDuration > 0 && policy.lockoutCounterResetAfter > policy.lockoutDuration) {
-        throw RedfishError.of(
-          400,
-          'PropertyValueOutOfRange',
-          [String(policy.lockoutCounterResetAfter), 'AccountLockoutCounterResetAfter'],
-          { relatedProperties: ['#/AccountLockoutCounterResetAfter'] },
+        throw errors.propertyValueOutOfRange(
+          String(policy.lockoutCounterResetAfter),
+          'AccountLockoutCounterResetAfter',
         );
       }
       await accounts.setPolicy(policy);
@@ -188,9 +184,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
       async (request, reply) => {
         const { UserName, Password, RoleId, Enabled = true } = request.body;
         if (accounts.get(UserName)) {
-          throw RedfishError.of(409, 'ResourceAlreadyExists', ['ManagerAccount', 'UserName', UserName], {
-            relatedProperties: ['#/UserName'],
-          });
+          throw errors.resourceAlreadyExists('ManagerAccount', 'UserName', UserName);
         }
         if (!accounts.passwordFitsPolicy(Password)) throw passwordRejected();
         await accounts.create({ username: UserName, password: Password, roleId: RoleId, enabled: Enabled });
@@ -209,7 +203,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
 
   const findAccount = (request: FastifyRequest<{ Params: { id: string } }>): Account => {
     const account = accounts.get(request.params.id);
-    if (!account) throw RedfishError.of(404, 'ResourceNotFound', ['ManagerAccount', request.params.id]);
+    if (!account) throw errors.resourceNotFound('ManagerAccount', request.params.id);
     return account;
   };
 
@@ -269,7 +263,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
         // ConfigureSelf covers exactly one thing: a user's own password.
         assertSelfOr(request, account.username, 'ConfigureUsers');
         if (Object.keys(changes).some((name) => name !== 'Password')) {
-          throw RedfishError.of(403, 'InsufficientPrivilege', []);
+          throw errors.insufficientPrivilege();
         }
       }
       if (changes.Password !== undefined && !accounts.passwordFitsPolicy(changes.Password))
@@ -279,21 +273,12 @@ export async function accountServiceRoutes(app: FastifyInstance) {
         changes.UserName !== account.username &&
         accounts.get(changes.UserName)
       ) {
-        throw RedfishError.of(
-          409,
-          'ResourceAlreadyExists',
-          ['ManagerAccount', 'UserName', changes.UserName],
-          {
-            relatedProperties: ['#/UserName'],
-          },
-        );
+        throw errors.resourceAlreadyExists('ManagerAccount', 'UserName', changes.UserName);
       }
       const after = { roleId: changes.RoleId ?? account.roleId, enabled: changes.Enabled ?? account.enabled };
       if (orphansService(account.username, after)) {
         const name = changes.RoleId === undefined ? 'Enabled' : 'RoleId';
-        throw RedfishError.of(400, 'PropertyValueIncorrect', [name, String(changes[name])], {
-          relatedProperties: [`#/${name}`],
-        });
+        throw errors.propertyValueIncorrect(name, String(changes[name]));
       }
       await accounts.update(account.username, {
         ...(changes.UserName !== undefined ? { username: changes.UserName } : {}),
@@ -326,8 +311,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     { config: { privileges: ['ConfigureUsers'] }, schema: { tags } },
     async (request, reply) => {
       const account = findAccount(request);
-      if (orphansService(account.username, undefined))
-        throw RedfishError.of(409, 'ResourceCannotBeDeleted', []);
+      if (orphansService(account.username, undefined)) throw errors.resourceCannotBeDeleted();
       await accounts.remove(account.username);
       sessions.deleteUser(account.username);
       request.log.info({ user: account.username, by: principalOf(request).username }, 'account deleted');
@@ -351,7 +335,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     { config: { privileges: ['Login'] }, schema: { tags } },
     async (request) => {
       const id = roleIds.find((r) => r === request.params.id);
-      if (!id) throw RedfishError.of(404, 'ResourceNotFound', ['Role', request.params.id]);
+      if (!id) throw errors.resourceNotFound('Role', request.params.id);
       return roleResource(id);
     },
   );

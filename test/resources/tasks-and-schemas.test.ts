@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { oemCsdlUri, oemJsonSchemaUri } from '../../src/redfish/oem-openbmc.ts';
-import { TaskStore } from '../../src/redfish/tasks.ts';
+import { oemCsdlUri, oemJsonSchemaUri } from '../../src/redfish/odata.ts';
+import { TaskStore } from '../../src/resources/tasks.ts';
 import { sharedRedfish } from '../helpers/redfish-schema.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 

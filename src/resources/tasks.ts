@@ -1,8 +1,10 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { errorBody, RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
-import { collection, link, odataType } from './odata.ts';
+import { taskServiceUri } from '../contract/redfish.ts';
+import { errors } from '../redfish/errors.ts';
+import { errorBody, type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
+import { collection, link, odataType } from '../redfish/odata.ts';
 
-const SERVICE_URI = '/redfish/v1/TaskService';
+const SERVICE_URI = taskServiceUri;
 const TASKS_URI = `${SERVICE_URI}/Tasks`;
 const MONITORS_URI = `${SERVICE_URI}/TaskMonitors`;
 
@@ -173,7 +175,7 @@ export interface TasksPluginOptions {
 export async function tasksPlugin(app: FastifyInstance, { tasks }: TasksPluginOptions) {
   const find = (id: string) => {
     const task = tasks.get(id);
-    if (!task) throw RedfishError.of(404, 'ResourceNotFound', ['Task', id]);
+    if (!task) throw errors.resourceNotFound('Task', id);
     return task;
   };
 

@@ -5,8 +5,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { followTask, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import type { RequestOptions, Response } from '../helpers/server.ts';
+import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const run = promisify(execFile);
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';

@@ -5,9 +5,9 @@ import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
-import { followTask, startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import type { RequestOptions, Response } from '../helpers/server.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
+import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const slotUri = `${collectionUri}/Slot_3`;

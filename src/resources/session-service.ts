@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
 import type { Session } from '../auth/sessions.ts';
-import { assertIfMatch } from './etag.ts';
-import { RedfishError } from './messages.ts';
-import { collection, creationUris, link, odataType } from './odata.ts';
-import { patchChanges, patchSchema } from './patch.ts';
+import { sessionServiceUri, sessionsUri } from '../contract/redfish.ts';
+import { errors } from '../redfish/errors.ts';
+import { assertIfMatch } from '../redfish/etag.ts';
+import { collection, creationUris, link, odataType } from '../redfish/odata.ts';
+import { patchChanges, patchSchema } from '../redfish/patch.ts';
 
-const serviceUri = '/redfish/v1/SessionService';
-const sessionsUri = `${serviceUri}/Sessions`;
+const serviceUri = sessionServiceUri;
 const tags = ['SessionService'];
 
 const sessionTimeout = { type: 'integer', minimum: 30, maximum: 86400 };
@@ -115,7 +115,7 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
 
   const findSession = (request: FastifyRequest<{ Params: { id: string } }>): Session => {
     const session = app.sessions.get(request.params.id);
-    if (!session) throw RedfishError.of(404, 'ResourceNotFound', ['Session', request.params.id]);
+    if (!session) throw errors.resourceNotFound('Session', request.params.id);
     assertSelfOr(request, session.username, 'ConfigureManager');
     return session;
   };

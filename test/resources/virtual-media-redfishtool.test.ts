@@ -3,8 +3,8 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { assertValidRedfish } from '../helpers/redfish-schema.ts';
-import { startVmStack, type VmStack } from '../helpers/redfish-vm-stack.ts';
 import { adminPassword } from '../helpers/server.ts';
+import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const run = promisify(execFile);
 const slotUri = '/redfish/v1/Managers/bmc/VirtualMedia/Slot_2';

@@ -1,12 +1,13 @@
-import { Errno } from '../dbus/names.ts';
+import { Errno } from '../contract/dbus.ts';
 import type { LegacyCredentials } from '../dbus/virtual-media-client.ts';
-import { RedfishError, type RedfishMessage, redfishMessage } from './messages.ts';
+import { errors } from '../redfish/errors.ts';
+import { type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
 import type { TaskOutcome } from './tasks.ts';
 
 export const INSERT_ACTION = 'VirtualMedia.InsertMedia';
 export const EJECT_ACTION = 'VirtualMedia.EjectMedia';
 
-/** Transfer protocols per URL scheme; everything else is refused (SPEC §2 "Legacy sources"). */
+/** Transfer protocols per URL scheme; everything else is refused (docs/contract.md §2 "Legacy sources"). */
 const protocolBySchema: Record<string, string> = { 'https:': 'HTTPS', 'smb:': 'CIFS' };
 
 export const transferProtocolTypes = [
@@ -21,7 +22,7 @@ export const transferProtocolTypes = [
   'OEM',
 ] as const;
 
-/** Credentials cross to the service in a fixed-size buffer each (SPEC §2). */
+/** Credentials cross to the service in a fixed-size buffer each (docs/contract.md §2). */
 const MAX_CREDENTIAL_BYTES = 512;
 
 /** What InsertMedia and a PATCH with `Image` both carry, after the JSON schema checked the types. */
@@ -87,9 +88,9 @@ export function protocolOf(image: string): string | null {
   }
 }
 
-/** Applies SPEC §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
+/** Applies docs/contract.md §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
 export function checkInsert(parameters: InsertParameters, problems: ParameterProblems): InsertRequest {
-  const fail = (message: RedfishMessage) => new RedfishError(400, [message]);
+  const fail = (message: RedfishMessage) => errors.badRequest([message]);
   const { Image: image } = parameters;
   if (typeof image !== 'string') throw fail(problems.missing('Image'));
   if (parameters.Inserted === false) throw fail(problems.notSupported('Inserted', 'false'));
@@ -104,7 +105,7 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
     throw fail(problems.format('Image', displayUrl(image)));
   }
   const protocol = protocolBySchema[url.protocol];
-  if (!protocol) throw RedfishError.of(400, 'ResourceAtUriInUnknownFormat', [displayUrl(image)]);
+  if (!protocol) throw errors.resourceAtUriInUnknownFormat(displayUrl(image));
   // Secrets in the URL would end up in the service's process arguments and in `Image`.
   if (url.username || url.password || !url.hostname) throw fail(problems.format('Image', displayUrl(image)));
   const requested = parameters.TransferProtocolType;
@@ -137,7 +138,7 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
 
 /**
  * What a Completion errno means to the person who asked for the image: which message, and the status
- * the task monitor reports. The service reports source failures with these errnos (SPEC §2).
+ * the task monitor reports. The service reports source failures with these errnos (docs/contract.md §2).
  */
 export function insertOutcome(errno: number, image: string): TaskOutcome {
   const shown = displayUrl(image);

@@ -1,17 +1,18 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { DbusError, Errno, SlotMode } from '../dbus/names.ts';
+import { DbusError, Errno, SlotMode } from '../contract/dbus.ts';
+import { RETRY_AFTER_SECONDS, virtualMediaMemberUri, virtualMediaUri } from '../contract/redfish.ts';
 import {
   type SlotState,
   VirtualMediaCallError,
   type VirtualMediaClient,
   VirtualMediaUnavailable,
 } from '../dbus/virtual-media-client.ts';
-import { assertIfMatch } from './etag.ts';
-import { RedfishError, redfishMessage } from './messages.ts';
-import { collection, odataType } from './odata.ts';
-import { oemVirtualMediaType } from './oem-openbmc.ts';
-import { patchChanges, patchSchema } from './patch.ts';
+import { errors, type RedfishError } from '../redfish/errors.ts';
+import { assertIfMatch } from '../redfish/etag.ts';
+import { redfishMessage } from '../redfish/messages.ts';
+import { collection, odataType, oemVirtualMediaType } from '../redfish/odata.ts';
+import { patchChanges, patchSchema } from '../redfish/patch.ts';
 import { sendAccepted, sendOutcome, type TaskOutcome, type TaskStore } from './tasks.ts';
 import {
   actionProblems,
@@ -26,14 +27,10 @@ import {
   transferProtocolTypes,
 } from './virtual-media-insert.ts';
 
-export const virtualMediaUri = '/redfish/v1/Managers/bmc/VirtualMedia';
-const memberUri = (slotId: string) => `${virtualMediaUri}/${slotId}`;
-
 /** Long enough for an unmount that only stops local processes; anything slower becomes a task. */
 const EJECT_SYNC_MS = 5000;
 /** On top of the slot's own Timeout: the service ends every mount by then with Completion(EBUSY). */
 const COMPLETION_MARGIN_S = 30;
-const RETRY_AFTER_S = 5;
 
 const tags = ['VirtualMedia'];
 const login = { privileges: ['Login'] } as const;
@@ -44,9 +41,9 @@ export interface VirtualMediaOptions {
   tasks: TaskStore;
 }
 
-/** `VirtualMedia.v1_6_5` of one slot, mapped per SPEC §3 (not bmcweb's quirks, SPEC §6). */
+/** `VirtualMedia.v1_6_5` of one slot, mapped per docs/contract.md §3 (not bmcweb's quirks, §6). */
 export function memberResource(slot: SlotState) {
-  const uri = memberUri(slot.slotId);
+  const uri = virtualMediaMemberUri(slot.slotId);
   const proxy = slot.mode === SlotMode.Proxy;
   const image = !proxy && slot.imageUrl ? displayUrl(slot.imageUrl) : null;
   const actions = {
@@ -84,12 +81,10 @@ function imageName(image: string): string | null {
 }
 
 function unavailable(): RedfishError {
-  return RedfishError.of(503, 'ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)], {
-    headers: { 'Retry-After': String(RETRY_AFTER_S) },
-  });
+  return errors.serviceTemporarilyUnavailable(RETRY_AFTER_SECONDS);
 }
 
-const inUse = () => RedfishError.of(409, 'ResourceInUse', []);
+const inUse = () => errors.resourceInUse();
 
 /** A Mount/Unmount the service refused, as the Redfish error the caller can act on. */
 function refused(error: unknown, image?: string): RedfishError {
@@ -97,10 +92,10 @@ function refused(error: unknown, image?: string): RedfishError {
   if (error instanceof VirtualMediaCallError) {
     if (error.dbusName === DbusError.Busy || error.dbusName === DbusError.NotAllowed) return inUse();
     if (error.dbusName === DbusError.InvalidArgument && image !== undefined) {
-      return new RedfishError(400, [actionProblems.format('Image', displayUrl(image))]);
+      return errors.badRequest([actionProblems.format('Image', displayUrl(image))]);
     }
   }
-  return RedfishError.of(500, 'InternalError', []);
+  return errors.internalError();
 }
 
 /** The task's view of a Completion that never came: the service left, or the bound passed. */
@@ -108,7 +103,7 @@ function lostOutcome(error: unknown): TaskOutcome {
   return error instanceof VirtualMediaUnavailable
     ? {
         statusCode: 503,
-        messages: [redfishMessage('ServiceTemporarilyUnavailable', [String(RETRY_AFTER_S)])],
+        messages: [redfishMessage('ServiceTemporarilyUnavailable', [String(RETRY_AFTER_SECONDS)])],
       }
     : { statusCode: 504, messages: [redfishMessage('OperationTimeout', [])] };
 }
@@ -171,7 +166,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
   const findSlot = (slotId: string): SlotState => {
     if (!client.available) throw unavailable();
     const slot = client.slot(slotId);
-    if (!slot) throw RedfishError.of(404, 'ResourceNotFound', ['VirtualMedia', slotId]);
+    if (!slot) throw errors.resourceNotFound('VirtualMedia', slotId);
     return slot;
   };
 
@@ -243,7 +238,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
 
   app.get(virtualMediaUri, { config: login, schema: { tags, summary: 'Virtual media slots' } }, async () => {
     if (!client.available) throw unavailable();
-    const members = client.slots().map((slot) => memberUri(slot.slotId));
+    const members = client.slots().map((slot) => virtualMediaMemberUri(slot.slotId));
     return collection('VirtualMediaCollection', virtualMediaUri, 'Virtual Media Services', members);
   });
 
@@ -266,7 +261,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     },
     async (request, reply) => {
       const slot = findSlot(request.params.slotId);
-      if (slot.mode !== SlotMode.Legacy) throw RedfishError.of(400, 'ActionNotSupported', [INSERT_ACTION]);
+      if (slot.mode !== SlotMode.Legacy) throw errors.actionNotSupported(INSERT_ACTION);
       return insert(reply, slot, request.body, actionProblems, request.url, 'POST');
     },
   );
@@ -301,13 +296,13 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
       assertIfMatch(request, memberResource(slot));
       const changes = patchChanges(request.body, memberReadOnly);
       if (typeof changes.Image === 'string') {
-        if (slot.mode !== SlotMode.Legacy) throw RedfishError.of(400, 'PropertyNotWritable', ['Image']);
+        if (slot.mode !== SlotMode.Legacy) throw errors.propertyNotWritable('Image');
         return insert(reply, slot, changes, propertyProblems, request.url, 'PATCH');
       }
       if (changes.Image === null || changes.Inserted === false) {
         return eject(reply, slot, request.url, 'PATCH');
       }
-      throw new RedfishError(400, [propertyProblems.missing('Image')]);
+      throw errors.badRequest([propertyProblems.missing('Image')]);
     },
   );
 }

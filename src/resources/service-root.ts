@@ -1,5 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import { link, metadataDocument, odataType } from './odata.ts';
+import {
+  accountServiceUri,
+  managersUri,
+  sessionServiceUri,
+  sessionsUri,
+  systemsUri,
+  taskServiceUri,
+} from '../contract/redfish.ts';
+import { link, metadataDocument, odataType } from '../redfish/odata.ts';
 
 export interface ServiceRootOptions {
   /** Stable across restarts (persisted in the state directory). */
@@ -8,11 +16,11 @@ export interface ServiceRootOptions {
 
 /** Top-level services linked from the root, also listed in the OData service document. */
 const services = {
-  Systems: '/redfish/v1/Systems',
-  Managers: '/redfish/v1/Managers',
-  SessionService: '/redfish/v1/SessionService',
-  AccountService: '/redfish/v1/AccountService',
-  Tasks: '/redfish/v1/TaskService',
+  Systems: systemsUri,
+  Managers: managersUri,
+  SessionService: sessionServiceUri,
+  AccountService: accountServiceUri,
+  Tasks: taskServiceUri,
 } as const;
 
 /** `/redfish`, the service root and the two OData documents: the only URIs served without credentials. */
@@ -49,7 +57,7 @@ export async function serviceRootRoutes(app: FastifyInstance, options: ServiceRo
         MultipleHTTPRequests: false,
       },
       ...Object.fromEntries(Object.entries(services).map(([name, uri]) => [name, link(uri)])),
-      Links: { Sessions: link('/redfish/v1/SessionService/Sessions') },
+      Links: { Sessions: link(sessionsUri) },
     }),
   );
 

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { oemCsdlUri, oemJsonSchemaUri, oemNamespace, oemVersion } from '../redfish/odata.ts';
 
 /**
  * The OpenBMC OEM VirtualMedia schema (`Oem.OpenBMC.WebSocketEndpoint` on Proxy slots), generated
@@ -6,11 +7,6 @@ import type { FastifyInstance } from 'fastify';
  * `$metadata` must never reference a document the service cannot serve. The definition follows
  * OpenBMC's published `OpenBMCVirtualMedia.v1_0_0` (test/redfish-vm/oem-schema.test.ts compares them).
  */
-export const oemNamespace = 'OpenBMCVirtualMedia';
-export const oemVersion = 'v1_0_0';
-export const oemCsdlUri = `/redfish/v1/schema/${oemNamespace}_v1.xml`;
-export const oemJsonSchemaUri = `/redfish/v1/schema/${oemNamespace}.${oemVersion}.json`;
-export const oemVirtualMediaType = `#${oemNamespace}.${oemVersion}.VirtualMedia`;
 
 const property = {
   name: 'WebSocketEndpoint',
