@@ -1,12 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
-
-/**
- * Largest WebSocket message the bridge accepts (ws closes with 1009 beyond it). NBD clients rarely ask
- * for more than 256 KiB at once, but peers must split larger writes into messages of at most this size.
- */
-export const MAX_MESSAGE_BYTES = 1024 * 1024;
+import { MAX_MESSAGE_BYTES, RELAY_HIGH_WATER_MARK, RELAY_LOW_WATER_MARK } from '../contract/bridge.ts';
 
 /** Close codes of RFC 6455 §7.4.1 the bridge uses. */
 export const CloseCode = {
@@ -28,8 +23,8 @@ export interface RelayLimits {
 }
 
 export const defaultLimits: RelayLimits = Object.freeze({
-  highWaterMark: 1024 * 1024,
-  lowWaterMark: 256 * 1024,
+  highWaterMark: RELAY_HIGH_WATER_MARK,
+  lowWaterMark: RELAY_LOW_WATER_MARK,
   maxMessage: MAX_MESSAGE_BYTES,
 });
 

@@ -15,11 +15,6 @@ export class ByteReader {
 
   constructor(private readonly connection: NbdConnection) {}
 
-  /** Bytes received but not consumed yet. */
-  get buffered(): number {
-    return this.chunk.length - this.position;
-  }
-
   /** Makes at least one byte available; false at the end of the stream. */
   private async fill(): Promise<boolean> {
     while (this.position >= this.chunk.length) {

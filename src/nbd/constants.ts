@@ -1,6 +1,7 @@
 /**
  * NBD wire constants, named as in the protocol document (NetworkBlockDevice/nbd doc/proto.md).
- * Only what this implementation sends, parses or names in an error message.
+ * Only what this implementation sends, parses or names in an error message; the messages built from
+ * them are in protocol.ts.
  */
 
 /** 'NBDMAGIC', sent first by every server. */
@@ -15,8 +16,6 @@ export const OPTION_REPLY_MAGIC = 0x3e889045565a9n;
 export const REQUEST_MAGIC = 0x25609513;
 export const SIMPLE_REPLY_MAGIC = 0x67446698;
 export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
-export const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
-export const EXTENDED_REPLY_MAGIC = 0x6e8a278c;
 
 // Handshake flags (server, 16 bits) and client flags (32 bits).
 export const FLAG_FIXED_NEWSTYLE = 1 << 0;
@@ -29,10 +28,8 @@ export const FLAG_HAS_FLAGS = 1 << 0;
 export const FLAG_READ_ONLY = 1 << 1;
 export const FLAG_SEND_FLUSH = 1 << 2;
 export const FLAG_SEND_FUA = 1 << 3;
-export const FLAG_ROTATIONAL = 1 << 4;
 export const FLAG_SEND_TRIM = 1 << 5;
-export const FLAG_SEND_WRITE_ZEROES = 1 << 6;
-export const FLAG_SEND_DF = 1 << 7;
+/** Never set: named so that tests can say so. */
 export const FLAG_CAN_MULTI_CONN = 1 << 8;
 
 // Options.
@@ -65,7 +62,6 @@ export const REP_ERR_TOO_BIG = REP_FLAG_ERROR + 9;
 // Information types carried by NBD_REP_INFO.
 export const INFO_EXPORT = 0;
 export const INFO_NAME = 1;
-export const INFO_DESCRIPTION = 2;
 export const INFO_BLOCK_SIZE = 3;
 
 // Commands and command flags.
@@ -85,12 +81,6 @@ export const ENOSPC = 28;
 export const EOVERFLOW = 75;
 export const ENOTSUP = 95;
 export const ESHUTDOWN = 108;
-
-/** Sizes of the fixed-length messages. */
-export const REQUEST_HEADER_SIZE = 28;
-export const SIMPLE_REPLY_HEADER_SIZE = 16;
-export const OPTION_HEADER_SIZE = 16;
-export const OPTION_REPLY_HEADER_SIZE = 20;
 
 /** 2^25: the payload every peer must accept, and our default maximum (proto.md "Size constraints"). */
 export const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;

@@ -1,4 +1,4 @@
-import { errorName, replyName } from './constants.ts';
+import { EINVAL, EIO, ENOMEM, ENOSPC, EPERM, errorName, replyName } from './constants.ts';
 
 /** Base class of every error this module throws on purpose. */
 export class NbdError extends Error {
@@ -31,6 +31,31 @@ export class NbdRequestError extends NbdError {
     super(message ?? `NBD error ${errorName(errno)} (${errno})`);
     this.errno = errno;
     this.code = errorName(errno);
+  }
+}
+
+/**
+ * The NBD error value a server replies with when a backend call fails with `error`: an NbdRequestError's
+ * own value, the match of a Node `code` (EACCES → EPERM, EDQUOT → ENOSPC, …), EIO for anything else.
+ */
+export function errnoOf(error: unknown): number {
+  if (error instanceof NbdRequestError) return error.errno;
+  const code = (error as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'EPERM':
+    case 'EACCES':
+    case 'EROFS':
+      return EPERM;
+    case 'ENOSPC':
+    case 'EDQUOT':
+    case 'EFBIG':
+      return ENOSPC;
+    case 'EINVAL':
+      return EINVAL;
+    case 'ENOMEM':
+      return ENOMEM;
+    default:
+      return EIO;
   }
 }
 

@@ -1,8 +1,8 @@
 /**
- * Exact 64-bit conversions and small encoding helpers. Sizes and offsets travel as unsigned 64-bit
- * big-endian integers; in JavaScript they are numbers, which are exact up to 2^53 - 1. Conversions go
- * through BigInt with an explicit range check, never through 32-bit shifts (`x >>> 32` silently
- * truncates, which is how webui-vue broke images larger than 4 GiB).
+ * Exact 64-bit conversions and the small encoding helpers under protocol.ts's wire structures. Sizes and
+ * offsets travel as unsigned 64-bit big-endian integers; in JavaScript they are numbers, which are exact
+ * up to 2^53 - 1. Conversions go through BigInt with an explicit range check, never through 32-bit
+ * shifts (`x >>> 32` silently truncates, which is how webui-vue broke images larger than 4 GiB).
  */
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -10,14 +10,6 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** The unsigned 64-bit value as a number, or `undefined` when it is beyond 2^53 - 1. */
 export function u64ToSafeNumber(value: bigint): number | undefined {
   return value <= MAX_SAFE ? Number(value) : undefined;
-}
-
-/** Reads an unsigned 64-bit big-endian value at `offset`, or throws RangeError beyond 2^53 - 1. */
-export function getU64(view: DataView, offset: number, what: string): number {
-  const raw = view.getBigUint64(offset);
-  const value = u64ToSafeNumber(raw);
-  if (value === undefined) throw new RangeError(`${what} ${raw} is larger than 2^53 - 1`);
-  return value;
 }
 
 /** Writes `value` (a non-negative safe integer) as an unsigned 64-bit big-endian value at `offset`. */

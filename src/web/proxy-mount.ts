@@ -1,6 +1,9 @@
-import { serveNbd } from '../nbd/server.ts';
+import { serveNbd } from '../nbd/server/serve.ts';
+import {
+  BrowserWebSocketConnection as WebSocketConnection,
+  type BrowserWebSocketEnd as WebSocketEnd,
+} from '../transport/browser-websocket-connection.ts';
 import { FileDevice } from './file-device.ts';
-import { WebSocketConnection, type WebSocketEnd } from './websocket-connection.ts';
 
 /** Reads and writes in flight: enough to keep the WebSocket busy while `File` reads are pending. */
 const MAX_IN_FLIGHT = 16;

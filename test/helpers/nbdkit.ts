@@ -3,39 +3,55 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Nbdkit {
   socket: string;
   process: ChildProcess;
-  stop(): Promise<void>;
+  /** Stops nbdkit (SIGTERM unless told otherwise) and waits until it has exited. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `nbdkit --unix <dir>/<name>.sock <plugin args…>`, resolved once it listens (pidfile written). */
-export async function startNbdkit(dir: string, name: string, pluginArgs: string[]): Promise<Nbdkit> {
+/** Waits until `file` exists (nbdkit writes its pid file once it accepts connections). */
+async function waitForFile(file: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (child.exitCode !== null) throw new Error(`nbdkit exited with ${child.exitCode}`);
+    try {
+      await fs.access(file);
+      return;
+    } catch {
+      await sleep(25);
+    }
+  }
+  throw new Error(`nbdkit did not become ready (${file})`);
+}
+
+/**
+ * `nbdkit --unix <dir>/<name>.sock <args…>` in the foreground (options, plugin and its parameters),
+ * resolved once it listens (pid file written); killed if it does not within 10 s.
+ */
+export async function startNbdkit(dir: string, name: string, args: string[]): Promise<Nbdkit> {
   const socket = path.join(dir, `${name}.sock`);
   const pidFile = path.join(dir, `${name}.pid`);
   const child = spawn(
     'nbdkit',
-    ['--exit-with-parent', '--unix', socket, '--pidfile', pidFile, ...pluginArgs],
+    ['--foreground', '--exit-with-parent', '--unix', socket, '--pidfile', pidFile, ...args],
     {
       stdio: ['ignore', 'ignore', 'inherit'],
     },
   );
-  while (
-    !(await fs.access(pidFile).then(
-      () => true,
-      () => false,
-    ))
-  ) {
-    if (child.exitCode !== null) throw new Error(`nbdkit ${pluginArgs.join(' ')} exited`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+  try {
+    await waitForFile(pidFile, child);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`nbdkit ${args.join(' ')}: ${(error as Error).message}`);
   }
   return {
     socket,
     process: child,
-    async stop() {
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
+        child.kill(signal);
         await once(child, 'exit');
       }
     },

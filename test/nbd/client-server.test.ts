@@ -1,20 +1,20 @@
 /** Our client against our server: over an in-memory pipe and over a real Unix socket. */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { NbdClient } from '../../src/nbd/client.ts';
+import { NbdClient } from '../../src/nbd/client/client.ts';
 import { CMD_DISC, CMD_READ, OPT_GO, REP_ACK } from '../../src/nbd/constants.ts';
 import { createConnectionPair, MemoryBlockDevice } from '../../src/nbd/memory.ts';
-import { connectUnix } from '../../src/nbd/node-connection.ts';
-import { serveNbd } from '../../src/nbd/server.ts';
+import { serveNbd } from '../../src/nbd/server/serve.ts';
+import { connectUnix } from '../../src/transport/socket-connection.ts';
 import {
   goData,
   listenNbd,
+  type NbdTestServer,
   patternBytes,
   RawPeer,
   ReverseOrderDevice,
   settle,
   sha256,
-  type TestServer,
   tempDir,
 } from './helpers.ts';
 
@@ -23,7 +23,7 @@ const BIG = 5 * GiB + 512;
 
 describe('client ↔ server over a Unix socket', () => {
   let dir: { dir: string; remove(): Promise<void> };
-  let server: TestServer;
+  let server: NbdTestServer;
   const image = patternBytes(8 * 1024 * 1024, 7);
   const devices = {
     '': new MemoryBlockDevice(image.length, { data: image, readOnly: true }),

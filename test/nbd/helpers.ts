@@ -1,18 +1,20 @@
-/** Shared pieces of the NBD tests: temp dirs, nbdkit, a Unix-socket server, a raw protocol peer. */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+/**
+ * Shared pieces of the NBD tests: temp dirs, a Unix-socket server, a raw protocol peer. nbdkit is
+ * started by ../helpers/nbdkit.ts.
+ */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockDevice } from '../../src/nbd/block-device.ts';
 import { ByteReader } from '../../src/nbd/byte-reader.ts';
 import type { NbdConnection } from '../../src/nbd/connection.ts';
-import { connectionFromSocket } from '../../src/nbd/node-connection.ts';
-import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server.ts';
+import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server/serve.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
+import { connectionFromSocket } from '../../src/transport/socket-connection.ts';
 
 export async function tempDir(prefix = 'vmedia-nbd-'): Promise<{ dir: string; remove(): Promise<void> }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
@@ -81,53 +83,8 @@ export function runStatus(
   });
 }
 
-/** Waits until `file` exists (nbdkit writes its pid file once it accepts connections). */
-async function waitForFile(file: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (child.exitCode !== null) throw new Error(`nbdkit exited with ${child.exitCode}`);
-    try {
-      await fs.access(file);
-      return;
-    } catch {
-      await sleep(25);
-    }
-  }
-  throw new Error(`nbdkit did not become ready (${file})`);
-}
-
-export interface Nbdkit {
-  socket: string;
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-/** Starts `nbdkit --unix <dir>/nbdkit.sock <args…>` in the foreground and waits until it accepts. */
-export async function startNbdkit(dir: string, args: string[]): Promise<Nbdkit> {
-  const socket = path.join(dir, `nbdkit-${Math.random().toString(36).slice(2)}.sock`);
-  const pidFile = `${socket}.pid`;
-  const child = spawn(
-    'nbdkit',
-    ['--foreground', '--exit-with-parent', '-P', pidFile, '--unix', socket, ...args],
-    {
-      stdio: ['ignore', 'inherit', 'inherit'],
-    },
-  );
-  try {
-    await waitForFile(pidFile, child);
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-  return {
-    socket,
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      await once(child, 'exit');
-    },
-  };
-}
-
-export interface TestServer {
+/** Our NBD server on a Unix socket (not the HTTPS TestServer of ../helpers/server.ts). */
+export interface NbdTestServer {
   socket: string;
   /** `nbd+unix:///<name>?socket=…` */
   uri(exportName?: string): string;
@@ -141,7 +98,7 @@ export async function listenNbd(
   dir: string,
   resolveExport: (name: string) => BlockDevice | undefined | Promise<BlockDevice | undefined>,
   options: ServeNbdOptions = {},
-): Promise<TestServer> {
+): Promise<NbdTestServer> {
   const socket = path.join(dir, `server-${Math.random().toString(36).slice(2)}.sock`);
   const outcomes: Promise<unknown>[] = [];
   const sockets = new Set<net.Socket>();

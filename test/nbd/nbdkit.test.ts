@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { NbdClient } from '../../src/nbd/client.ts';
+import { NbdClient } from '../../src/nbd/client/client.ts';
 import { NbdDisconnectedError, NbdRequestError } from '../../src/nbd/errors.ts';
-import { connectUnix } from '../../src/nbd/node-connection.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
-import { patternBytes, settle, sha256, startNbdkit, tempDir } from './helpers.ts';
+import { connectUnix } from '../../src/transport/socket-connection.ts';
+import { type Nbdkit, startNbdkit } from '../helpers/nbdkit.ts';
+import { patternBytes, settle, sha256, tempDir } from './helpers.ts';
 
 let dir: { dir: string; remove(): Promise<void> };
 const stops: Array<() => Promise<void>> = [];
@@ -21,10 +22,15 @@ after(async () => {
   await dir.remove();
 });
 
-async function nbdkit(...args: string[]): Promise<string> {
-  const kit = await startNbdkit(dir.dir, args);
+/** nbdkit with `args`, on a socket of its own; stopped after the tests. */
+async function startKit(args: string[]): Promise<Nbdkit> {
+  const kit = await startNbdkit(dir.dir, `nbdkit-${stops.length}`, args);
   stops.push(kit.stop);
-  return kit.socket;
+  return kit;
+}
+
+async function nbdkit(...args: string[]): Promise<string> {
+  return (await startKit(args)).socket;
 }
 
 test('memory plugin: size, writes read back, flush, trim, FUA', async () => {
@@ -173,8 +179,7 @@ test('nbdkit with an unknown export name: connect fails with the server’s reas
 });
 
 test('nbdkit shutting down answers ESHUTDOWN and the client disconnects by itself', async () => {
-  const kit = await startNbdkit(dir.dir, ['--filter=delay', 'memory', '1M', 'rdelay=2000ms']);
-  stops.push(kit.stop);
+  const kit = await startKit(['--filter=delay', 'memory', '1M', 'rdelay=2000ms']);
   const client = await NbdClient.connect(await connectUnix(kit.socket));
   const reads = Array.from({ length: 4 }, (_, i) => client.read(i * 4096, 4096)).map(settle);
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -187,8 +192,7 @@ test('nbdkit shutting down answers ESHUTDOWN and the client disconnects by itsel
 });
 
 test('nbdkit killed mid-request fails every outstanding request', async () => {
-  const kit = await startNbdkit(dir.dir, ['--filter=delay', 'memory', '1M', 'rdelay=2000ms']);
-  stops.push(kit.stop);
+  const kit = await startKit(['--filter=delay', 'memory', '1M', 'rdelay=2000ms']);
   const client = await NbdClient.connect(await connectUnix(kit.socket));
   const reads = Array.from({ length: 4 }, (_, i) => client.read(i * 4096, 4096)).map(settle);
   await new Promise((resolve) => setTimeout(resolve, 100));

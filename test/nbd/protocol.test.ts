@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { BlockDevice } from '../../src/nbd/block-device.ts';
-import { NbdClient } from '../../src/nbd/client.ts';
+import { NbdClient } from '../../src/nbd/client/client.ts';
 import * as C from '../../src/nbd/constants.ts';
 import {
   NbdDisconnectedError,
@@ -14,9 +14,11 @@ import {
   NbdRequestError,
 } from '../../src/nbd/errors.ts';
 import { createConnectionPair, MemoryBlockDevice } from '../../src/nbd/memory.ts';
-import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server.ts';
+import { MAX_OPTIONS } from '../../src/nbd/server/handshake.ts';
+import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server/serve.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
-import { goData, RawPeer, settle, u32 } from './helpers.ts';
+import { connectUnix } from '../../src/transport/socket-connection.ts';
+import { goData, listenNbd, RawPeer, settle, tempDir, u32 } from './helpers.ts';
 
 const SIZE = 1024 * 1024;
 
@@ -239,6 +241,48 @@ describe('server handshake', () => {
     await peer.sendOption(C.OPT_ABORT);
     assert.equal((await peer.optionReply()).type, C.REP_ACK);
     assert.equal(await done, 'resolved');
+  });
+
+  test(`at most ${MAX_OPTIONS} options per handshake: a raw socket peer sending 33 is cut off`, async () => {
+    assert.equal(MAX_OPTIONS, 32); // as nbdkit's MAX_NR_OPTIONS
+    const dir = await tempDir();
+    const device = new MemoryBlockDevice(4096);
+    const server = await listenNbd(dir.dir, (name) => (name === '' ? device : undefined));
+    try {
+      // 31 options the server does not support, then NBD_OPT_GO: 32, the most it answers, and the
+      // session goes on into transmission.
+      const within = new RawPeer(await connectUnix(server.socket));
+      await within.greet();
+      for (let i = 1; i < MAX_OPTIONS; i++) await within.sendOption(C.OPT_STRUCTURED_REPLY);
+      await within.sendOption(C.OPT_GO, goData(''));
+      for (let i = 1; i < MAX_OPTIONS; i++) assert.equal((await within.optionReply()).type, C.REP_ERR_UNSUP);
+      while ((await within.optionReply()).type !== C.REP_ACK);
+      await within.sendRequest(C.CMD_FLUSH, 0, 0, 1n);
+      assert.deepEqual(await within.simpleReply(), { magic: C.SIMPLE_REPLY_MAGIC, error: 0, handle: 1n });
+      await within.sendRequest(C.CMD_DISC, 0, 0, 2n);
+      assert.equal(await within.atEnd(), true);
+      within.connection.close();
+
+      // 33 options sent in one go: the first 32 are answered, then the connection ends, the last unread.
+      const past = new RawPeer(await connectUnix(server.socket));
+      await past.greet();
+      for (let i = 0; i < MAX_OPTIONS; i++) await past.sendOption(C.OPT_STRUCTURED_REPLY);
+      await past.sendOption(C.OPT_GO, goData(''));
+      for (let i = 0; i < MAX_OPTIONS; i++) assert.equal((await past.optionReply()).type, C.REP_ERR_UNSUP);
+      assert.equal(await past.atEnd(), true);
+      past.connection.close();
+
+      const [first, second] = await Promise.all(server.outcomes);
+      assert.equal(first, undefined);
+      assert.ok(second instanceof NbdProtocolError, String(second));
+      assert.equal(
+        second.message,
+        'client sent more than 32 options without choosing an export (the last was NBD_OPT_GO)',
+      );
+    } finally {
+      await server.close();
+      await dir.remove();
+    }
   });
 });
 

@@ -9,13 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import { MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import {
   listenNbd,
+  type NbdTestServer,
   patternBytes,
   ReverseOrderDevice,
   run,
   runStatus,
   sha256,
   sha256File,
-  type TestServer,
   tempDir,
 } from './helpers.ts';
 
@@ -36,7 +36,7 @@ const devices = {
 };
 
 let dir: { dir: string; remove(): Promise<void> };
-let server: TestServer;
+let server: NbdTestServer;
 
 before(async () => {
   dir = await tempDir();

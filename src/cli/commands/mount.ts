@@ -3,8 +3,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import type { WebSocket } from 'ws';
-import { MAX_MESSAGE_BYTES } from '../../bridge/relay.ts';
-import { serveNbd } from '../../nbd/server.ts';
+import { MAX_MESSAGE_BYTES } from '../../contract/bridge.ts';
+import { serveNbd } from '../../nbd/server/serve.ts';
+import { NodeWebSocketConnection as WebSocketConnection } from '../../transport/node-websocket-connection.ts';
 import { LocalFileDevice } from '../file-device.ts';
 import {
   actionUri,
@@ -13,7 +14,6 @@ import {
   memberUri,
   RedfishClient,
 } from '../redfish-client.ts';
-import { WebSocketConnection } from '../websocket-connection.ts';
 
 const MiB = 1024 * 1024;
 const PROGRESS_INTERVAL_MS = 500;

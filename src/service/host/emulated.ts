@@ -5,9 +5,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Errno } from '../../contract/dbus.ts';
 import type { BlockDevice } from '../../nbd/block-device.ts';
-import { NbdClient } from '../../nbd/client.ts';
-import { connectionFromSocket } from '../../nbd/node-connection.ts';
-import { serveNbd } from '../../nbd/server.ts';
+import { NbdClient } from '../../nbd/client/client.ts';
+import { serveNbd } from '../../nbd/server/serve.ts';
+import { connectionFromSocket } from '../../transport/socket-connection.ts';
 import type { IoStats, MountContext } from '../slot.ts';
 import type { AttachHost, AttachRequest, HostAttachment } from './attachment.ts';
 

@@ -11,9 +11,10 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { createWebSocketStream, WebSocket, WebSocketServer } from 'ws';
-import { serveNbd } from '../../src/nbd/server.ts';
+import { PEER_HIGH_WATER_MARK, PEER_MAX_MESSAGE_BYTES } from '../../src/contract/bridge.ts';
+import { serveNbd } from '../../src/nbd/server/serve.ts';
+import { BrowserWebSocketConnection } from '../../src/transport/browser-websocket-connection.ts';
 import { FileDevice } from '../../src/web/file-device.ts';
-import { HIGH_WATER_MARK, MAX_MESSAGE, WebSocketConnection } from '../../src/web/websocket-connection.ts';
 
 const execFileAsync = promisify(execFile);
 /** A hung NBD tool fails the test instead of hanging it. */
@@ -32,7 +33,7 @@ function asBrowserSocket(socket: WebSocket): globalThis.WebSocket {
  */
 async function servePage(dir: string, device: FileDevice) {
   // Like the bridge, refuse messages over the adapter's limit (ws closes with 1009).
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_MESSAGE });
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: PEER_MAX_MESSAGE_BYTES });
   await once(wss, 'listening');
   const socketPath = path.join(dir, `page-${randomBytes(4).toString('hex')}.sock`);
   const bridge = net.createServer();
@@ -47,7 +48,7 @@ async function servePage(dir: string, device: FileDevice) {
   await once(bridge, 'listening');
   const { port } = wss.address() as net.AddressInfo;
   const socket = new WebSocket(`ws://127.0.0.1:${port}/`);
-  const connection = new WebSocketConnection(asBrowserSocket(socket));
+  const connection = new BrowserWebSocketConnection(asBrowserSocket(socket));
   await once(socket, 'open');
   const served = serveNbd(connection, () => device, { maxInFlight: 16 });
   return {
@@ -63,7 +64,7 @@ async function servePage(dir: string, device: FileDevice) {
   };
 }
 
-describe('WebSocketConnection', () => {
+describe('BrowserWebSocketConnection', () => {
   let dir: string;
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-ws-connection-'));
@@ -134,7 +135,7 @@ describe('WebSocketConnection', () => {
     });
     const socket = new WebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`);
     // Made before the socket opens, as the page does: the server may send at once.
-    const connection = new WebSocketConnection(asBrowserSocket(socket));
+    const connection = new BrowserWebSocketConnection(asBrowserSocket(socket));
     await once(socket, 'open');
     try {
       assert.deepEqual(await connection.read(), new Uint8Array([1, 2, 3]));
@@ -155,7 +156,7 @@ describe('WebSocketConnection', () => {
     const socket = new WebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`);
     await once(socket, 'open');
     const [server] = (await accepted) as [WebSocket];
-    const connection = new WebSocketConnection(asBrowserSocket(socket));
+    const connection = new BrowserWebSocketConnection(asBrowserSocket(socket));
     try {
       server.pause(); // the peer stops reading, so what we send piles up on our side
       let bufferedWhenResolved = -1;
@@ -163,11 +164,14 @@ describe('WebSocketConnection', () => {
         bufferedWhenResolved = socket.bufferedAmount;
       });
       await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.ok(socket.bufferedAmount > HIGH_WATER_MARK, `buffered ${socket.bufferedAmount}`);
+      assert.ok(socket.bufferedAmount > PEER_HIGH_WATER_MARK, `buffered ${socket.bufferedAmount}`);
       assert.equal(bufferedWhenResolved, -1, 'write() resolved while the buffer was over the mark');
       server.resume();
       await writing;
-      assert.ok(bufferedWhenResolved <= HIGH_WATER_MARK, `resolved with ${bufferedWhenResolved} buffered`);
+      assert.ok(
+        bufferedWhenResolved <= PEER_HIGH_WATER_MARK,
+        `resolved with ${bufferedWhenResolved} buffered`,
+      );
     } finally {
       connection.close();
       for (const client of wss.clients) client.terminate();

@@ -1,31 +1,32 @@
+/**
+ * The browser's NBD transport, bundled into the web UI: no Node API here (the Node-free test checks it),
+ * only the DOM WebSocket.
+ */
+import { PEER_HIGH_WATER_MARK, PEER_MAX_MESSAGE_BYTES } from '../contract/bridge.ts';
 import type { NbdConnection } from '../nbd/connection.ts';
 
 /** How the WebSocket ended: the close code and reason the other side (or we) gave. */
-export interface WebSocketEnd {
+export interface BrowserWebSocketEnd {
   code: number;
   reason: string;
   wasClean: boolean;
 }
 
 const OPEN = 1;
-/** `send()` waits while more than this is queued in the browser's socket buffer. */
-export const HIGH_WATER_MARK = 4 * 1024 * 1024;
 /** Browsers have no "drain" event, so a blocked writer looks at `bufferedAmount` this often. */
 const DRAIN_POLL_MS = 5;
-/**
- * Largest message sent. The bridge refuses messages over 1 MiB (close 1009) so that its memory stays
- * bounded, while a READ reply may be up to 32 MiB: replies are split, which NBD allows (a byte stream).
- */
-export const MAX_MESSAGE = 256 * 1024;
 
 /**
- * An `NbdConnection` over an open WebSocket carrying binary frames. Sending applies backpressure through
- * `bufferedAmount`. Receiving cannot: a browser WebSocket has no way to pause, so incoming frames are
- * queued — the bound comes from the NBD client on the other side, which limits requests in flight.
+ * An `NbdConnection` over an open WebSocket carrying binary frames. Sending splits what is written into
+ * messages of at most PEER_MAX_MESSAGE_BYTES (the bridge refuses messages over MAX_MESSAGE_BYTES, while a
+ * READ reply may be up to 32 MiB; NBD is a byte stream, so the split means nothing to it), and applies
+ * backpressure through `bufferedAmount`: `write()` waits while more than PEER_HIGH_WATER_MARK is queued.
+ * Receiving cannot: a browser WebSocket has no way to pause, so incoming frames are queued — the bound
+ * comes from the NBD client on the other side, which limits requests in flight.
  */
-export class WebSocketConnection implements NbdConnection {
+export class BrowserWebSocketConnection implements NbdConnection {
   /** Resolves once the socket has closed, from either side. */
-  readonly ended: Promise<WebSocketEnd>;
+  readonly ended: Promise<BrowserWebSocketEnd>;
   private readonly queue: Uint8Array[] = [];
   private waiting: ((chunk: Uint8Array | null) => void) | undefined;
   private closed = false;
@@ -62,10 +63,10 @@ export class WebSocketConnection implements NbdConnection {
 
   async write(data: Uint8Array): Promise<void> {
     if (this.closed || this.socket.readyState !== OPEN) throw new Error('the WebSocket is closed');
-    for (let offset = 0; offset < data.length; offset += MAX_MESSAGE) {
-      this.socket.send(data.subarray(offset, offset + MAX_MESSAGE));
+    for (let offset = 0; offset < data.length; offset += PEER_MAX_MESSAGE_BYTES) {
+      this.socket.send(data.subarray(offset, offset + PEER_MAX_MESSAGE_BYTES));
     }
-    while (this.socket.bufferedAmount > HIGH_WATER_MARK) {
+    while (this.socket.bufferedAmount > PEER_HIGH_WATER_MARK) {
       await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
       if (this.closed) throw new Error('the WebSocket closed');
     }

@@ -1,26 +1,23 @@
 import type { RawData, WebSocket } from 'ws';
+import { PEER_HIGH_WATER_MARK, PEER_LOW_WATER_MARK, PEER_MAX_MESSAGE_BYTES } from '../contract/bridge.ts';
 import type { NbdConnection } from '../nbd/connection.ts';
 
-/** Largest message sent: the bridge refuses messages over 1 MiB, and NBD replies may be 32 MiB. */
-const MAX_MESSAGE = 256 * 1024;
-/** Bytes queued for sending (or received and not yet read) above which the writer (or the peer) waits. */
-const HIGH_WATER_MARK = 4 * 1024 * 1024;
-const LOW_WATER_MARK = 1024 * 1024;
-
-export interface WebSocketEnd {
+/** How the WebSocket ended: the close code and reason the other side (or we) gave. */
+export interface NodeWebSocketEnd {
   code: number;
   reason: string;
 }
 
 /**
  * An `NbdConnection` over a Node `ws` WebSocket carrying binary frames: the CLI's side of the `/nbd`
- * bridge (the browser has its own adapter over the DOM WebSocket, which cannot pause). Both directions
- * are bounded: reading stops when more than the high-water mark waits to be read, and `write()` waits
- * while more than that is queued for the network.
+ * bridge (the browser has its own, BrowserWebSocketConnection, over the DOM WebSocket, which cannot
+ * pause). Both directions are bounded: reading stops when more than PEER_HIGH_WATER_MARK waits to be
+ * read, and `write()` waits while more than that is queued for the network. Messages sent are at most
+ * PEER_MAX_MESSAGE_BYTES (src/contract/bridge.ts), which the bridge accepts.
  */
-export class WebSocketConnection implements NbdConnection {
+export class NodeWebSocketConnection implements NbdConnection {
   /** Resolves once the WebSocket has closed, from either side, with the code and reason given. */
-  readonly ended: Promise<WebSocketEnd>;
+  readonly ended: Promise<NodeWebSocketEnd>;
   private readonly queue: Buffer[] = [];
   private queued = 0;
   private paused = false;
@@ -45,7 +42,7 @@ export class WebSocketConnection implements NbdConnection {
       const chunk = this.queue.shift();
       if (chunk) {
         this.queued -= chunk.length;
-        if (this.paused && this.queued <= LOW_WATER_MARK) {
+        if (this.paused && this.queued <= PEER_LOW_WATER_MARK) {
           this.paused = false;
           this.ws.resume();
         }
@@ -63,11 +60,11 @@ export class WebSocketConnection implements NbdConnection {
       return Promise.reject(new Error('the WebSocket is closed'));
     }
     let offset = 0;
-    for (; offset + MAX_MESSAGE < data.length; offset += MAX_MESSAGE) {
-      this.ws.send(data.subarray(offset, offset + MAX_MESSAGE));
+    for (; offset + PEER_MAX_MESSAGE_BYTES < data.length; offset += PEER_MAX_MESSAGE_BYTES) {
+      this.ws.send(data.subarray(offset, offset + PEER_MAX_MESSAGE_BYTES));
     }
     const last = data.subarray(offset);
-    if (this.ws.bufferedAmount + last.length <= HIGH_WATER_MARK) {
+    if (this.ws.bufferedAmount + last.length <= PEER_HIGH_WATER_MARK) {
       this.ws.send(last);
       return Promise.resolve();
     }
@@ -96,7 +93,7 @@ export class WebSocketConnection implements NbdConnection {
     if (chunk.length === 0 || this.closed) return;
     this.queue.push(chunk);
     this.queued += chunk.length;
-    if (!this.paused && this.queued > HIGH_WATER_MARK) {
+    if (!this.paused && this.queued > PEER_HIGH_WATER_MARK) {
       this.paused = true;
       this.ws.pause();
     }

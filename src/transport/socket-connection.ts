@@ -1,10 +1,10 @@
 /**
- * The Node.js side of `NbdConnection`: a socket (or any byte Duplex) as a pull-based transport. This is
- * the only file of the NBD module that depends on Node.
+ * `NbdConnection` over a Node stream socket (a Unix or TCP socket, or any byte Duplex): how the service
+ * speaks NBD to its sources and to the host, and how the tests reach NBD servers.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { NbdConnection } from './connection.ts';
+import type { NbdConnection } from '../nbd/connection.ts';
 
 /**
  * Bytes queued in the socket below which `write()` resolves at once. Above the socket's own 16 KiB
