@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import dbus, { type MessageBus } from 'dbus-next';
 
 /**
@@ -14,4 +15,17 @@ export async function connectBus(address?: string): Promise<MessageBus> {
   const [error] = await Promise.race([once(bus, 'connect').then(() => [undefined]), once(bus, 'error')]);
   if (error) throw error;
   return bus;
+}
+
+/**
+ * The bus both daemons use: the `--bus-address` flag, else the address the embedded stack's launcher
+ * wrote to `<state>/dbus-address`, else undefined (the system bus).
+ */
+export async function chooseBusAddress(
+  flag: string | undefined,
+  addressFile: string,
+): Promise<string | undefined> {
+  if (flag) return flag;
+  const text = await readFile(addressFile, 'utf8').catch(() => '');
+  return text.trim() || undefined;
 }

@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import dbus, { type Message, type MessageBus, Variant } from 'dbus-next';
-import { Interface, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
+import { DbusError, Interface, ROOT_PATH, SERVICE_NAME } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
 import { connectBus } from './connection.ts';
 import { withCredentialsPipe } from './credentials-pipe.ts';
+import { type CacheEvent, type ManagedObjects, type ObjectInterfaces, SlotCache } from './slot-cache.ts';
 import {
   type LegacyCredentials,
   type SlotState,
@@ -30,8 +30,8 @@ const ABSENT_ERRORS = new Set([
   'org.freedesktop.DBus.Error.UnknownObject',
 ]);
 
-type Properties = Record<string, unknown>;
-type ObjectInterfaces = Map<string, Properties>;
+/** How D-Bus carries an object's interfaces: variants, unwrapped before they reach the cache. */
+type WireInterfaces = Record<string, Record<string, Variant>>;
 
 export interface DbusClientOptions {
   /** A bus address (`unix:path=…`); the system bus when absent. */
@@ -40,20 +40,19 @@ export interface DbusClientOptions {
 }
 
 /**
- * The VirtualMediaClient over a real bus. One GetManagedObjects per service owner, then the cache
- * follows InterfacesAdded/InterfacesRemoved/PropertiesChanged; NameOwnerChanged tells when the
- * service leaves (cache dropped, `available` false) or comes back (cache reloaded). A lost bus
- * connection is re-established in the background.
+ * The VirtualMediaClient over a real bus: the bus and owner watcher in front of a SlotCache. It
+ * subscribes to the service's signals, follows its owner through NameOwnerChanged, asks each new owner
+ * for GetManagedObjects once, and feeds all of that to the cache (which holds no bus and decides what
+ * the slots are); it also makes the method calls. When the service leaves the cache is dropped
+ * (`available` false) until it comes back. A lost bus connection is re-established in the background.
  */
 export class VirtualMediaDbusClient implements VirtualMediaClient {
   private bus: MessageBus | undefined;
+  /** The unique name of the service's current owner; '' while nobody owns it. */
   private owner = '';
-  private loaded = false;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private readonly objects = new Map<string, ObjectInterfaces>();
-  /** `objects` mapped to slots, rebuilt on the first read after a change: requests read far more often. */
-  private view: SlotView | undefined;
+  private readonly cache = new SlotCache();
   private readonly events = new EventEmitter();
 
   private constructor(private readonly options: DbusClientOptions) {
@@ -71,25 +70,19 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
   }
 
   get available(): boolean {
-    return this.loaded && this.owner !== '';
+    return this.owner !== '' && this.cache.available;
   }
 
   slots(): readonly SlotState[] {
-    return this.currentView().list;
+    return this.cache.slots();
   }
 
   slot(slotId: string): SlotState | undefined {
-    return this.currentView().byId.get(slotId);
+    return this.cache.slot(slotId);
   }
 
   slotByEndpoint(endpointId: string): SlotState | undefined {
-    return endpointId ? this.currentView().byEndpoint.get(endpointId) : undefined;
-  }
-
-  private currentView(): SlotView {
-    if (!this.available) return emptyView;
-    this.view ??= slotView(this.objects);
-    return this.view;
+    return this.cache.slotByEndpoint(endpointId);
   }
 
   async proxyMount(slotId: string): Promise<void> {
@@ -235,16 +228,21 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     }
     // Only the current owner speaks for the service; a late signal from a dying one is ignored.
     if (!this.owner || message.sender !== this.owner || !message.path.startsWith(ROOT_PATH)) return;
-    if (message.interface === Interface.ObjectManager) this.objectManagerSignal(message);
-    else if (message.interface === Interface.Properties && message.member === 'PropertiesChanged')
-      this.propertiesChanged(message);
-    else if (
+    if (
       message.member === 'Completion' &&
       (message.interface === Interface.Proxy || message.interface === Interface.Legacy)
     ) {
-      const slot = this.slotAt(message.path);
+      const slot = this.cache.slotAt(message.path);
       if (slot) this.events.emit('completion', slot.slotId, Number(message.body[0]));
+      return;
     }
+    const event = cacheEventOf(message);
+    if (event) this.update(event);
+  }
+
+  /** Applies an event to the cache and announces the slots it changed. */
+  private update(event: CacheEvent): void {
+    for (const slot of this.cache.apply(event)) this.events.emit('change', slot);
   }
 
   /**
@@ -263,15 +261,15 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
         }),
       );
       if (this.owner !== owner) return;
-      this.objects.clear();
-      this.view = undefined;
-      const managed = reply.body[0] as Record<string, Record<string, Record<string, Variant>>>;
-      for (const [objectPath, interfaces] of Object.entries(managed)) {
-        this.objects.set(objectPath, toInterfaces(interfaces));
-      }
-      this.loaded = true;
-      this.options.logger?.info({ owner, objects: this.objects.size }, 'VirtualMedia service found');
-      for (const slot of this.slots()) this.events.emit('change', slot);
+      const managed = reply.body[0] as Record<string, WireInterfaces>;
+      const objects: ManagedObjects = Object.fromEntries(
+        Object.entries(managed).map(([objectPath, interfaces]) => [objectPath, unwrap(interfaces)]),
+      );
+      this.options.logger?.info(
+        { owner, objects: Object.keys(objects).length },
+        'VirtualMedia service found',
+      );
+      this.update({ type: 'managedObjects', objects });
     } catch (error) {
       if (this.owner === owner) {
         this.options.logger?.warn({ err: error }, 'VirtualMedia service did not answer GetManagedObjects');
@@ -283,50 +281,8 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
   private dropService(): void {
     const wasThere = this.owner !== '';
     this.owner = '';
-    this.loaded = false;
-    this.objects.clear();
-    this.view = undefined;
+    this.update({ type: 'ownerChanged' });
     if (wasThere) this.events.emit('lost');
-  }
-
-  private objectManagerSignal(message: Message): void {
-    if (message.member === 'InterfacesAdded') {
-      const [objectPath, added] = message.body as [string, Record<string, Record<string, Variant>>];
-      const interfaces = this.objects.get(objectPath) ?? new Map();
-      for (const [name, properties] of toInterfaces(added)) interfaces.set(name, properties);
-      this.objects.set(objectPath, interfaces);
-      this.changed(objectPath);
-    } else if (message.member === 'InterfacesRemoved') {
-      const [objectPath, removed] = message.body as [string, string[]];
-      const interfaces = this.objects.get(objectPath);
-      if (!interfaces) return;
-      for (const name of removed) interfaces.delete(name);
-      this.view = undefined;
-      if (interfaces.size === 0) this.objects.delete(objectPath);
-      else this.changed(objectPath);
-    }
-  }
-
-  private propertiesChanged(message: Message): void {
-    const [name, changed, invalidated] = message.body as [string, Record<string, Variant>, string[]];
-    const interfaces = this.objects.get(message.path);
-    if (!interfaces) return;
-    const properties = interfaces.get(name) ?? {};
-    for (const [key, value] of Object.entries(changed)) properties[key] = value.value;
-    for (const key of invalidated) delete properties[key];
-    interfaces.set(name, properties);
-    this.changed(message.path);
-  }
-
-  private changed(objectPath: string): void {
-    this.view = undefined;
-    const slot = this.slotAt(objectPath);
-    if (slot) this.events.emit('change', slot);
-  }
-
-  private slotAt(objectPath: string): SlotState | undefined {
-    const interfaces = this.objects.get(objectPath);
-    return interfaces ? toSlotState(objectPath, interfaces) : undefined;
   }
 
   private async invoke(
@@ -357,10 +313,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
       throw error;
     }
     if (reply.body[0] !== true) {
-      throw new VirtualMediaCallError(
-        'xyz.openbmc_project.Common.Error.InternalFailure',
-        `${member} on ${slotId} returned false`,
-      );
+      throw new VirtualMediaCallError(DbusError.InternalFailure, `${member} on ${slotId} returned false`);
     }
   }
 
@@ -396,77 +349,34 @@ function busMessage(member: string, signature: string, body: unknown[]): Message
   });
 }
 
-interface SlotView {
-  /** Sorted by slot id, numbers in ids compared as numbers (Slot_2 before Slot_10). */
-  list: readonly SlotState[];
-  byId: ReadonlyMap<string, SlotState>;
-  byEndpoint: ReadonlyMap<string, SlotState>;
+/** The cache's view of an ObjectManager or Properties signal; undefined for any other signal. */
+function cacheEventOf(message: Message): CacheEvent | undefined {
+  if (message.interface === Interface.ObjectManager && message.member === 'InterfacesAdded') {
+    const [path, added] = message.body as [string, WireInterfaces];
+    return { type: 'interfacesAdded', path, interfaces: unwrap(added) };
+  }
+  if (message.interface === Interface.ObjectManager && message.member === 'InterfacesRemoved') {
+    const [path, removed] = message.body as [string, string[]];
+    return { type: 'interfacesRemoved', path, interfaces: removed };
+  }
+  if (message.interface === Interface.Properties && message.member === 'PropertiesChanged') {
+    const [name, changed, invalidated] = message.body as [string, Record<string, Variant>, string[]];
+    return {
+      type: 'propertiesChanged',
+      path: message.path,
+      interface: name,
+      changed: Object.fromEntries(Object.entries(changed).map(([key, variant]) => [key, variant.value])),
+      invalidated,
+    };
+  }
+  return undefined;
 }
 
-const emptyView: SlotView = { list: [], byId: new Map(), byEndpoint: new Map() };
-const slotIdOrder = new Intl.Collator('en', { numeric: true });
-
-/** Frozen: every caller shares these objects until the next change. */
-function slotView(objects: Map<string, ObjectInterfaces>): SlotView {
-  const list: SlotState[] = [];
-  for (const [objectPath, interfaces] of objects) {
-    const slot = toSlotState(objectPath, interfaces);
-    if (slot) list.push(Object.freeze(slot));
-  }
-  list.sort((a, b) => slotIdOrder.compare(a.slotId, b.slotId));
-  const byEndpoint = new Map<string, SlotState>();
-  for (const slot of list) {
-    if (slot.endpointId && !byEndpoint.has(slot.endpointId)) byEndpoint.set(slot.endpointId, slot);
-  }
-  return { list: Object.freeze(list), byId: new Map(list.map((slot) => [slot.slotId, slot])), byEndpoint };
-}
-
-function toInterfaces(raw: Record<string, Record<string, Variant>>): ObjectInterfaces {
-  const interfaces: ObjectInterfaces = new Map();
-  for (const [name, properties] of Object.entries(raw)) {
-    interfaces.set(
+function unwrap(interfaces: WireInterfaces): ObjectInterfaces {
+  return Object.fromEntries(
+    Object.entries(interfaces).map(([name, properties]) => [
       name,
       Object.fromEntries(Object.entries(properties).map(([key, variant]) => [key, variant.value])),
-    );
-  }
-  return interfaces;
-}
-
-/** Typed view of a slot object; undefined for objects that are not slots (no MountPoint). */
-function toSlotState(objectPath: string, interfaces: ObjectInterfaces): SlotState | undefined {
-  const mountPoint = interfaces.get(Interface.MountPoint);
-  if (!mountPoint) return undefined;
-  const process = interfaces.get(Interface.Process) ?? {};
-  const stats = interfaces.get(Interface.Stats) ?? {};
-  const mode =
-    Number(mountPoint.Mode ?? (objectPath.includes('/Legacy/') ? 1 : 0)) === 1
-      ? SlotMode.Legacy
-      : SlotMode.Proxy;
-  return {
-    slotId: objectPath.slice(objectPath.lastIndexOf('/') + 1),
-    objectPath,
-    mode,
-    endpointId: String(mountPoint.EndpointId ?? ''),
-    device: String(mountPoint.Device ?? ''),
-    socket: String(mountPoint.Socket ?? ''),
-    timeout: Number(mountPoint.Timeout ?? 0),
-    blockSize: Number(mountPoint.BlockSize ?? 0),
-    remainingInactivityTimeout: Number(mountPoint.RemainingInactivityTimeout ?? 0),
-    imageUrl: String(mountPoint.ImageURL ?? ''),
-    writeProtected: mountPoint.WriteProtected !== false,
-    active: process.Active === true,
-    exitCode: Number(process.ExitCode ?? -1),
-    readIO: BigInt((stats.ReadIO as bigint | number | undefined) ?? 0),
-    writeIO: BigInt((stats.WriteIO as bigint | number | undefined) ?? 0),
-  };
-}
-
-/** `--bus-address` if given, else the embedded stack's `<state>/dbus-address`, else none (the system bus). */
-export async function chooseBusAddress(
-  flag: string | undefined,
-  addressFile: string,
-): Promise<string | undefined> {
-  if (flag) return flag;
-  const text = await readFile(addressFile, 'utf8').catch(() => '');
-  return text.trim() || undefined;
+    ]),
+  );
 }

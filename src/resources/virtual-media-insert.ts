@@ -1,4 +1,6 @@
+import { isValidCredential } from '../contract/credentials.ts';
 import { Errno } from '../contract/dbus.ts';
+import { checkImageUrl, transferProtocolOf } from '../contract/image-url.ts';
 import type { LegacyCredentials } from '../dbus/virtual-media-client.ts';
 import { errors } from '../redfish/errors.ts';
 import { type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
@@ -6,9 +8,6 @@ import type { TaskOutcome } from './tasks.ts';
 
 export const INSERT_ACTION = 'VirtualMedia.InsertMedia';
 export const EJECT_ACTION = 'VirtualMedia.EjectMedia';
-
-/** Transfer protocols per URL scheme; everything else is refused (docs/contract.md §2 "Legacy sources"). */
-const protocolBySchema: Record<string, string> = { 'https:': 'HTTPS', 'smb:': 'CIFS' };
 
 export const transferProtocolTypes = [
   'CIFS',
@@ -21,9 +20,6 @@ export const transferProtocolTypes = [
   'TFTP',
   'OEM',
 ] as const;
-
-/** Credentials cross to the service in a fixed-size buffer each (docs/contract.md §2). */
-const MAX_CREDENTIAL_BYTES = 512;
 
 /** What InsertMedia and a PATCH with `Image` both carry, after the JSON schema checked the types. */
 export interface InsertParameters {
@@ -80,13 +76,7 @@ export function displayUrl(image: string): string {
 }
 
 /** The Redfish TransferProtocolType an image URL implies; null for none we support. */
-export function protocolOf(image: string): string | null {
-  try {
-    return protocolBySchema[new URL(image).protocol] ?? null;
-  } catch {
-    return null;
-  }
-}
+export const protocolOf = transferProtocolOf;
 
 /** Applies docs/contract.md §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
 export function checkInsert(parameters: InsertParameters, problems: ParameterProblems): InsertRequest {
@@ -98,16 +88,19 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
     throw fail(problems.notSupported('TransferMethod', parameters.TransferMethod));
   }
 
-  let url: URL;
-  try {
-    url = new URL(image);
-  } catch {
-    throw fail(problems.format('Image', displayUrl(image)));
+  // The checks the service applies too (src/contract/image-url.ts). A scheme it cannot fetch (smb:// until
+  // CIFS lands, http://, ftp://…) is refused here, its reason given as the message's resolution.
+  const checked = checkImageUrl(image);
+  if (!checked.ok && checked.problem === 'unsupported-scheme') {
+    const refusal = redfishMessage('ResourceAtUriInUnknownFormat', [displayUrl(image)], pointer('Image'));
+    throw fail({
+      ...refusal,
+      Resolution: `${checked.message[0]!.toUpperCase()}${checked.message.slice(1)}.`,
+    });
   }
-  const protocol = protocolBySchema[url.protocol];
-  if (!protocol) throw errors.resourceAtUriInUnknownFormat(displayUrl(image));
-  // Secrets in the URL would end up in the service's process arguments and in `Image`.
-  if (url.username || url.password || !url.hostname) throw fail(problems.format('Image', displayUrl(image)));
+  // Not a URL, a space or control character, no host, or secrets in it (which would end up in `Image`).
+  if (!checked.ok) throw fail(problems.format('Image', displayUrl(image)));
+  const protocol = checked.transferProtocol;
   const requested = parameters.TransferProtocolType;
   if (requested !== undefined && requested !== null && requested !== protocol) {
     throw fail(problems.conflict('TransferProtocolType', requested, 'Image'));
@@ -119,12 +112,9 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
     ['Password', password],
   ] as const) {
     if (value === undefined || value === null) continue;
-    if (value.includes('\0') || Buffer.byteLength(value, 'utf8') > MAX_CREDENTIAL_BYTES) {
-      throw fail(problems.invalid(name));
-    }
+    // Credentials cross to the service in a fixed-size buffer each, NUL-separated (src/contract/credentials.ts).
+    if (!isValidCredential(value)) throw fail(problems.invalid(name));
   }
-  // The kernel CIFS mount takes the user in a comma-separated option string.
-  if (protocol === 'CIFS' && user?.includes(',')) throw fail(problems.invalid('UserName'));
 
   return {
     url: image,

@@ -1,17 +1,17 @@
 import fs from 'node:fs/promises';
 import dbus, { type MessageBus } from 'dbus-next';
 import { Errno, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
-import { ObjectManager } from '../dbus/object-manager.ts';
 import type { Logger } from '../log.ts';
 import { prepareCaBundle } from './ca-bundle.ts';
 import type { ServiceConfig } from './config.ts';
 import { CredentialsError, readCredentials } from './credentials.ts';
+import { ObjectManager } from './dbus/object-manager.ts';
 import {
   exportSlot,
   type LegacyMount,
   legacyMountVariantHandler,
   type MountArguments,
-} from './dbus-objects.ts';
+} from './dbus/slot-objects.ts';
 import { MountFailure } from './errors.ts';
 import type { AttachHost } from './host/attachment.ts';
 import { type MountContext, type MountedMedium, Slot, type SlotTiming } from './slot.ts';

@@ -4,7 +4,7 @@
  * in X-XSRF-TOKEN) and the Redfish VirtualMedia resources.
  */
 
-export const virtualMediaPath = '/redfish/v1/Managers/bmc/VirtualMedia';
+import { virtualMediaUri } from '../contract/redfish.ts';
 
 /** A failed request, with the human-readable messages the server gave (Redfish error or task messages). */
 export class ApiError extends Error {
@@ -107,7 +107,7 @@ export async function logout(): Promise<void> {
 
 /** Every slot, in the collection's order; rejects with status 401 when there is no session. */
 export async function listVirtualMedia(): Promise<VirtualMedia[]> {
-  const collection = await getJson<{ Members: { '@odata.id': string }[] }>(virtualMediaPath);
+  const collection = await getJson<{ Members: { '@odata.id': string }[] }>(virtualMediaUri);
   return Promise.all(collection.Members.map((member) => getJson<VirtualMedia>(member['@odata.id'])));
 }
 

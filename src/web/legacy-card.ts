@@ -1,8 +1,9 @@
+import { CIFS_NOT_SUPPORTED, checkImageUrl } from '../contract/image-url.ts';
 import type { VirtualMedia } from './api.ts';
 import { h } from './dom.ts';
 import { type CardContext, field, SlotCard, writeProtectToggle } from './slot-card.ts';
 
-/** A Legacy slot: the BMC fetches an image from an HTTPS or SMB URL, with optional credentials. */
+/** A Legacy slot: the BMC fetches an image from an HTTPS URL, with optional credentials. */
 export class LegacySlotCard extends SlotCard {
   private readonly url = h('input', {
     type: 'url',
@@ -28,7 +29,7 @@ export class LegacySlotCard extends SlotCard {
     const form = h(
       'form',
       { className: 'insert-form' },
-      field('Image URL', this.url, 'An https:// URL (CIFS shares are not supported yet)'),
+      field('Image URL', this.url, `An https:// URL. ${CIFS_NOT_SUPPORTED}.`),
       h(
         'details',
         { className: 'credentials' },
@@ -65,8 +66,16 @@ export class LegacySlotCard extends SlotCard {
 
   private async insert(): Promise<void> {
     const image = this.url.value.trim();
-    if (!/^(https|smb):\/\/./i.test(image)) {
-      this.say('Enter the image URL, starting with https:// or smb://.', 'error');
+    // The checks the server and the service apply too (src/contract/image-url.ts), said before asking.
+    const checked = checkImageUrl(image);
+    if (!checked.ok) {
+      const why = checked.message;
+      this.say(
+        image && checked.problem !== 'not-a-url'
+          ? `${why[0]!.toUpperCase()}${why.slice(1)}.`
+          : 'Enter the image URL, starting with https://.',
+        'error',
+      );
       this.url.focus();
       return;
     }

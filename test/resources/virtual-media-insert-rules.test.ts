@@ -143,10 +143,22 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
       ['ActionParameterValueError'],
     ],
     [
-      'a comma in an SMB user name',
-      { body: { Image: 'smb://h/share/x.iso', UserName: 'a,b', Password: SECRET } },
+      'smb:// (CIFS is not supported yet)',
+      { body: { Image: 'smb://h/share/x.iso', UserName: 'a', Password: SECRET } },
       400,
-      ['ActionParameterValueError'],
+      ['ResourceAtUriInUnknownFormat'],
+    ],
+    [
+      'a space in the URL',
+      { body: { Image: 'https://h/my image.iso' } },
+      400,
+      ['ActionParameterValueFormatError'],
+    ],
+    [
+      'a line feed in the URL',
+      { body: { Image: 'https://h/x\n.iso' } },
+      400,
+      ['ActionParameterValueFormatError'],
     ],
   ];
   for (const [what, options, status, ids] of rules) {
@@ -156,6 +168,22 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
       assert.deepEqual(messageIds(response), ids);
     });
   }
+
+  test('smb:// is refused by Redfish itself, saying CIFS is not supported yet; nothing reaches the service', async () => {
+    for (const [method, uri, problem] of [
+      ['POST', insertUri, 'ResourceAtUriInUnknownFormat'],
+      ['PATCH', slotUri, 'ResourceAtUriInUnknownFormat'],
+    ] as const) {
+      const response = await request(method, uri, { body: { Image: 'smb://h/share/x.iso' } });
+      assert.equal(response.status, 400, response.text);
+      assert.deepEqual(messageIds(response), [problem]);
+      const [message] = response.json.error['@Message.ExtendedInfo'];
+      assert.equal(message.Resolution, 'CIFS (smb://) images are not supported yet.');
+      assert.deepEqual(message.RelatedProperties, ['#/Image']);
+    }
+    const slot = await request('GET', slotUri);
+    assert.equal(slot.json.Inserted, false);
+  });
 
   test('InsertMedia on a Proxy slot: 400 ActionNotSupported', async () => {
     const response = await request('POST', `${collectionUri}/Slot_0/Actions/VirtualMedia.InsertMedia`, {

@@ -153,7 +153,9 @@ describe('D-Bus objects of the VirtualMedia service', () => {
       ['file:///etc/passwd'],
       ['nfs://h/a'],
       ['not a url'],
-      ['smb://h/share/a.iso', /smb/],
+      ['smb://h/share/a.iso', /^CIFS \(smb:\/\/\) images are not supported yet$/],
+      ['https://127.0.0.1/a b.iso', /spaces or control characters/],
+      ['https://127.0.0.1/a\r\n.iso', /spaces or control characters/],
       ['https://user:pw@127.0.0.1/a.iso', /credentials/],
     ] as const) {
       await rejectsWith(

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { provisionAdmin } from '../../auth/provision.ts';
 import { readEnvironment, statePaths } from '../../config/environment.ts';
-import { chooseBusAddress, VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
+import { chooseBusAddress } from '../../dbus/connection.ts';
+import { VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
 import { createLogger } from '../../log.ts';
 import { startServer } from '../../server/app.ts';
 

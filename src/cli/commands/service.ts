@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { readEnvironment, statePaths } from '../../config/environment.ts';
 import { SERVICE_NAME } from '../../contract/dbus.ts';
-import { connectBus } from '../../dbus/connection.ts';
+import { chooseBusAddress, connectBus } from '../../dbus/connection.ts';
 import { createLogger } from '../../log.ts';
 import { loadConfig } from '../../service/config.ts';
 import type { HostMode } from '../../service/host/attachment.ts';
@@ -55,7 +55,7 @@ export async function run(argv: string[]): Promise<void> {
           nbdClient: values['nbd-client'],
         });
 
-  const busAddress = values['bus-address'] ?? (await readBusAddress(paths.dbusAddress));
+  const busAddress = await chooseBusAddress(values['bus-address'], paths.dbusAddress);
   const bus = await connectBus(busAddress);
   const service = await startVirtualMediaService({
     bus,
@@ -88,9 +88,4 @@ export async function run(argv: string[]): Promise<void> {
   await service.stop();
   bus.disconnect();
   log.info('stopped');
-}
-
-async function readBusAddress(file: string): Promise<string | undefined> {
-  const text = await fs.readFile(file, 'utf8').catch(() => '');
-  return text.trim() || undefined;
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Errno } from '../../contract/dbus.ts';
+import { checkImageUrl } from '../../contract/image-url.ts';
 import { spawnChild } from '../child.ts';
 import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
@@ -17,24 +18,14 @@ const READY_POLL_MS = 50;
 /** How long a failed handshake waits for nbdkit's explanation to arrive on stderr. */
 const EXPLANATION_WAIT_MS = 1000;
 
-/** Mount precheck for a Legacy image URL: only https:// is served (docs/contract.md §2 Legacy sources). */
+/**
+ * Mount precheck for a Legacy image URL: the checks of src/contract/image-url.ts, the same the Redfish
+ * layer applies (only https://, smb:// refused until CIFS lands, no credentials or control characters).
+ */
 export function checkLegacyUrl(imageUrl: string): URL {
-  let url: URL;
-  try {
-    url = new URL(imageUrl);
-  } catch {
-    throw PrecheckError.invalid('the image URL is not a valid URL');
-  }
-  if (url.protocol === 'smb:')
-    throw PrecheckError.invalid('smb:// images are not supported by this service yet');
-  if (url.protocol !== 'https:') {
-    throw PrecheckError.invalid(`${url.protocol}// images are refused: only https:// is supported`);
-  }
-  if (!url.hostname) throw PrecheckError.invalid('the image URL has no host');
-  // Credentials in the URL would end up in nbdkit's argv; they go through the Mount fd instead.
-  if (url.username || url.password)
-    throw PrecheckError.invalid('credentials belong in the secret fd, not in the URL');
-  return url;
+  const checked = checkImageUrl(imageUrl);
+  if (!checked.ok) throw PrecheckError.invalid(checked.message);
+  return checked.url;
 }
 
 export interface HttpsSourceOptions {

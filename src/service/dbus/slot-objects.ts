@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import dbus, { type Message, type MessageBus } from 'dbus-next';
-import { DbusError, Interface, SlotMode, slotPath } from '../contract/dbus.ts';
-import type { ObjectManager } from '../dbus/object-manager.ts';
-import { PrecheckError } from './errors.ts';
-import type { Slot, SlotStatus } from './slot.ts';
+import { DbusError, Interface, SlotMode, slotPath } from '../../contract/dbus.ts';
+import { PrecheckError } from '../errors.ts';
+import type { Slot, SlotStatus } from '../slot.ts';
+import type { ObjectManager } from './object-manager.ts';
 
 const { Interface: DbusInterface } = dbus.interface;
 const READ = 'read' as const;
