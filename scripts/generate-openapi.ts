@@ -7,20 +7,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../src/log.ts';
-import { buildServer } from '../src/server/app.ts';
+import { buildServer, prepareServerState } from '../src/server/app.ts';
 
 export const openapiFile = fileURLToPath(new URL('../openapi/openapi.yaml', import.meta.url));
 
 export async function renderOpenapi(): Promise<string> {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'vmedia-openapi-'));
   try {
-    const app = await buildServer({
+    const options = {
       stateDir,
       host: '127.0.0.1',
       port: 0,
       adminPassword: 'openapi-generation',
       logger: createLogger('openapi', 'silent'),
-    });
+    };
+    const app = await buildServer(options, await prepareServerState(options));
     await app.ready();
     const yaml = app.swagger({ yaml: true });
     await app.close();

@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { logLevelFrom } from './config/environment.ts';
 
 /**
  * Paths pino blanks out wherever they appear. Secrets must never reach a log line, whatever the caller
@@ -29,7 +30,7 @@ const redactedPaths = [
 
 export function createLogger(
   name: string,
-  level = process.env.VMEDIA_LOG_LEVEL ?? 'info',
+  level = logLevelFrom(),
   destination?: pino.DestinationStream,
 ): Logger {
   return pino({ name, level, redact: { paths: redactedPaths, censor: '[redacted]' } }, destination);

@@ -20,7 +20,7 @@ const commands: Record<string, Command> = {
   },
   server: {
     summary: 'run the HTTPS Redfish server (sessions, accounts, virtual media, web UI)',
-    synopsis: '[--bus-address ADDRESS] [--cert FILE --key FILE]',
+    synopsis: '[--bus-address ADDRESS] [--state-dir DIR] [--cert FILE --key FILE]',
     load: () => import('./commands/server.ts'),
   },
   service: {

@@ -70,11 +70,11 @@ export class RedfishClient {
     const host = environment.host.includes(':') ? `[${environment.host}]` : environment.host;
     const baseUrl = new URL(values.url ?? `https://${host}:${environment.port}`);
     if (baseUrl.protocol !== 'https:') throw new Error(`--url must be an https:// URL, got ${baseUrl.href}`);
-    const user = values.user ?? env.VMEDIA_USER ?? 'admin';
+    const user = values.user ?? environment.clientUser ?? 'admin';
     const paths = statePaths(environment.stateDir);
     const password = await readPassword(
       values['password-file'],
-      env.VMEDIA_PASSWORD,
+      environment.clientPassword,
       user,
       paths.adminPassword,
     );

@@ -8,6 +8,11 @@ export interface Environment {
   adminPassword: string | undefined;
   caBundle: string | undefined;
   slotConfig: string | undefined;
+  /** pino level of every daemon's log (VMEDIA_LOG_LEVEL). */
+  logLevel: string;
+  /** The client verbs' account and password, when no option gives them (VMEDIA_USER, VMEDIA_PASSWORD). */
+  clientUser: string | undefined;
+  clientPassword: string | undefined;
 }
 
 export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environment {
@@ -22,7 +27,15 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environme
     adminPassword: env.VMEDIA_ADMIN_PASSWORD || undefined,
     caBundle: env.VMEDIA_CA_BUNDLE || undefined,
     slotConfig: env.VMEDIA_CONFIG || undefined,
+    logLevel: logLevelFrom(env),
+    clientUser: env.VMEDIA_USER || undefined,
+    clientPassword: env.VMEDIA_PASSWORD || undefined,
   };
+}
+
+/** The log level alone: loggers are made before (and whether or not) the rest parses. */
+export function logLevelFrom(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VMEDIA_LOG_LEVEL || 'info';
 }
 
 /** Well-known locations inside the state directory (docs/contract.md §7). */

@@ -18,7 +18,7 @@ import { sessionServiceRoutes } from '../resources/session-service.ts';
 import { systemRoutes } from '../resources/systems.ts';
 import { TaskStore, tasksPlugin } from '../resources/tasks.ts';
 import { virtualMediaRoutes } from '../resources/virtual-media.ts';
-import { loadTlsMaterial, type TlsFiles } from '../tls/certificate.ts';
+import { loadTlsMaterial, type TlsFiles, type TlsMaterial } from '../tls/certificate.ts';
 import { webLoginRoutes } from '../web/login-routes.ts';
 import { webUiPlugin } from '../web/plugin.ts';
 import { answerClientError } from './client-errors.ts';
@@ -38,21 +38,39 @@ export interface ServerOptions {
   virtualMedia?: VirtualMediaClient;
 }
 
+/** What the server keeps in its state directory, read (and on first start created) before it is built. */
+export interface ServerState {
+  tls: TlsMaterial;
+  accounts: AccountStore;
+  uuid: string;
+}
+
 /** Request bodies are small JSON documents; media flows over the `/nbd` WebSocket, not through bodies. */
 const bodyLimit = 64 * 1024;
 
 /**
- * The HTTPS server with every plugin registered, not yet listening (`app.listen({ host, port })`).
- * Order matters: cross-cutting plugins (headers, OpenAPI collection, Redfish protocol, authorization)
- * register before any route so their `onRoute` hooks see every route.
+ * The one step that writes to the state directory: the certificate, the accounts with their first
+ * `admin`, and the service UUID are created on first start and read back afterwards.
  */
-export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
+export async function prepareServerState(
+  options: Pick<ServerOptions, 'stateDir' | 'tls' | 'adminPassword'>,
+): Promise<ServerState> {
   const paths = statePaths(options.stateDir);
   const tls = await loadTlsMaterial(paths.certs, options.tls);
   await provisionAdmin(options.stateDir, options.adminPassword);
   const accounts = await AccountStore.open(paths.accounts);
-  const sessions = new SessionStore(() => accounts.sessionTimeout);
   const uuid = await loadServiceUuid(paths.serviceUuid);
+  return { tls, accounts, uuid };
+}
+
+/**
+ * The HTTPS server with every plugin registered, not yet listening (`app.listen({ host, port })`); building
+ * writes no file. Order matters: cross-cutting plugins (headers, OpenAPI collection, Redfish
+ * protocol, authorization) register before any route so their `onRoute` hooks see every route.
+ */
+export async function buildServer(options: ServerOptions, state: ServerState): Promise<FastifyInstance> {
+  const { tls, accounts, uuid } = state;
+  const sessions = new SessionStore(() => accounts.sessionTimeout);
 
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger('server'),
@@ -98,7 +116,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
 
 /** Builds the server and listens; answers the HTTPS URL clients should use. */
 export async function startServer(options: ServerOptions): Promise<{ app: FastifyInstance; url: string }> {
-  const app = await buildServer(options);
+  const app = await buildServer(options, await prepareServerState(options));
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;

@@ -1,10 +1,9 @@
 import { parseArgs } from 'node:util';
 import { provisionAdmin } from '../../auth/provision.ts';
-import { readEnvironment, statePaths } from '../../config/environment.ts';
-import { chooseBusAddress } from '../../dbus/connection.ts';
 import { VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
 import { createLogger } from '../../log.ts';
 import { startServer } from '../../server/app.ts';
+import { daemonOptions, daemonSettings } from '../daemon-options.ts';
 
 /**
  * `vmedia server`: the HTTPS Redfish server on VMEDIA_HOST:VMEDIA_PORT. Prints one line containing
@@ -15,18 +14,17 @@ export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      // The VirtualMedia service's bus; else <state>/dbus-address, else the system bus.
-      'bus-address': { type: 'string' },
+      ...daemonOptions,
       cert: { type: 'string' },
       key: { type: 'string' },
     },
   });
   if (Boolean(values.cert) !== Boolean(values.key)) throw new Error('--cert and --key go together');
-  const environment = readEnvironment();
+  const { environment, paths, busAddress } = await daemonSettings(values);
 
   const { generatedPassword } = await provisionAdmin(environment.stateDir, environment.adminPassword);
   if (generatedPassword) {
-    const file = statePaths(environment.stateDir).adminPassword;
+    const file = paths.adminPassword;
     process.stdout.write(
       `vmedia server: created user 'admin' with password ${generatedPassword} (also in ${file})\n`,
     );
@@ -34,7 +32,7 @@ export async function run(argv: string[]): Promise<void> {
 
   const logger = createLogger('server');
   const virtualMedia = await VirtualMediaDbusClient.connect({
-    address: await chooseBusAddress(values['bus-address'], statePaths(environment.stateDir).dbusAddress),
+    address: busAddress,
     logger,
   });
   const { app, url } = await startServer({

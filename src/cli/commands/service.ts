@@ -1,9 +1,7 @@
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { readEnvironment, statePaths } from '../../config/environment.ts';
 import { SERVICE_NAME } from '../../contract/dbus.ts';
-import { chooseBusAddress, connectBus } from '../../dbus/connection.ts';
+import { connectBus } from '../../dbus/connection.ts';
 import { createLogger } from '../../log.ts';
 import { loadConfig } from '../../service/config.ts';
 import type { HostMode } from '../../service/host/attachment.ts';
@@ -11,6 +9,7 @@ import { emulatedHost } from '../../service/host/emulated.ts';
 import { chooseHostMode } from '../../service/host/select.ts';
 import { usbGadgetHost } from '../../service/host/usb-gadget.ts';
 import { startVirtualMediaService } from '../../service/service.ts';
+import { daemonOptions, daemonSettings } from '../daemon-options.ts';
 
 const HOST_MODES = ['auto', 'emulated', 'usb-gadget'] as const;
 
@@ -22,9 +21,8 @@ export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      'bus-address': { type: 'string' },
+      ...daemonOptions,
       config: { type: 'string' },
-      'state-dir': { type: 'string' },
       'host-mode': { type: 'string', default: 'auto' },
       'sysfs-root': { type: 'string', default: '/sys' },
       'configfs-root': { type: 'string', default: '/sys/kernel/config' },
@@ -34,9 +32,8 @@ export async function run(argv: string[]): Promise<void> {
   });
   const requestedMode = values['host-mode'] as (typeof HOST_MODES)[number];
   if (!HOST_MODES.includes(requestedMode)) throw new Error(`--host-mode takes ${HOST_MODES.join(', ')}`);
-  const environment = readEnvironment();
-  const stateDir = path.resolve(values['state-dir'] ?? environment.stateDir);
-  const paths = statePaths(stateDir);
+  const { environment, paths, busAddress } = await daemonSettings(values);
+  const { stateDir } = environment;
   const log = createLogger('vmedia-service');
 
   const config = await loadConfig(values.config ?? environment.slotConfig, paths.runtime);
@@ -55,7 +52,6 @@ export async function run(argv: string[]): Promise<void> {
           nbdClient: values['nbd-client'],
         });
 
-  const busAddress = await chooseBusAddress(values['bus-address'], paths.dbusAddress);
   const bus = await connectBus(busAddress);
   const service = await startVirtualMediaService({
     bus,
