@@ -28,14 +28,6 @@ export const defaultLimits: RelayLimits = Object.freeze({
   maxMessage: MAX_MESSAGE_BYTES,
 });
 
-/**
- * Worst case of bytes queued towards one side: pausing a stream stops new reads, but what was already
- * read is still delivered — at most one message in the parser plus one socket read (64 KiB in Node).
- */
-export function bufferBound(limits: RelayLimits): number {
-  return limits.highWaterMark + limits.maxMessage + 64 * 1024;
-}
-
 export interface RelayStats {
   /** Bytes relayed from the WebSocket into the Unix socket, and the other way. */
   bytesToSocket: number;

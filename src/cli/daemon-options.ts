@@ -11,9 +11,6 @@ export const daemonOptions = {
   'state-dir': { type: 'string' },
 } as const;
 
-export const daemonUsage =
-  '--bus-address ADDRESS (default: <state>/dbus-address, else the system bus), --state-dir DIR (or VMEDIA_STATE_DIR)';
-
 /** The environment with the flags applied, the state paths, and the bus to use. */
 export async function daemonSettings(values: { 'bus-address'?: string; 'state-dir'?: string }) {
   const environment = readEnvironment();

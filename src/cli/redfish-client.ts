@@ -65,7 +65,7 @@ export class RedfishClient {
    * state directory has one (the generated self-signed certificate), then the system's CAs.
    * Without a password option, `admin` uses `<state>/admin-password` if the stack generated one.
    */
-  static async connect(values: ConnectionValues, env = process.env): Promise<RedfishClient> {
+  static async connect(values: ConnectionValues, env?: NodeJS.ProcessEnv): Promise<RedfishClient> {
     const environment = readEnvironment(env);
     const host = environment.host.includes(':') ? `[${environment.host}]` : environment.host;
     const baseUrl = new URL(values.url ?? `https://${host}:${environment.port}`);
@@ -169,17 +169,6 @@ export class RedfishClient {
     this.sessionUri = header(response, 'location') ?? '';
     if (!this.token) throw new Error('the server created a session without a token');
   }
-}
-
-export const virtualMediaUri = '/redfish/v1/Managers/bmc/VirtualMedia';
-
-export function memberUri(slotId: string): string {
-  return `${virtualMediaUri}/${encodeURIComponent(slotId)}`;
-}
-
-/** The target of a slot's InsertMedia or EjectMedia action. */
-export function actionUri(slotId: string, action: 'InsertMedia' | 'EjectMedia'): string {
-  return `${memberUri(slotId)}/Actions/VirtualMedia.${action}`;
 }
 
 async function readPassword(

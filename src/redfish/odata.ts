@@ -39,6 +39,8 @@ const oemSchemas: readonly { namespace: string; version: string; csdlUri: string
 ];
 
 export type ResourceType = keyof typeof resourceVersions;
+/** Every resource type the service serves. */
+export const resourceTypes = Object.keys(resourceVersions) as ResourceType[];
 export type CollectionType = (typeof collections)[number];
 
 /** `#Manager.v1_24_0.Manager` */

@@ -1,23 +1,19 @@
 import { errors } from './errors.ts';
 import { type RedfishMessage, redfishMessage } from './messages.ts';
 
-type JsonSchema = Record<string, unknown>;
+interface PatchSchema {
+  properties: Record<string, { readOnly?: boolean; type?: unknown }>;
+}
 
 /**
- * The body schema of a PATCH: the writable properties with their types, the read-only ones by name (so
- * that naming one is PropertyNotWritable rather than PropertyUnknown), OData annotations tolerated, and
- * anything else refused.
+ * The read-only properties a PATCH body schema (schemas/requests/*Patch.json) names: each is declared
+ * with `"readOnly": true` and no type, so naming one is PropertyNotWritable rather than PropertyUnknown.
+ * Writable properties carry their types; OData annotations are tolerated and anything else refused.
  */
-export function patchSchema(writable: Record<string, JsonSchema>, readOnly: readonly string[]) {
-  return {
-    type: 'object',
-    properties: {
-      ...Object.fromEntries(readOnly.map((name) => [name, { description: 'read-only' }])),
-      ...writable,
-    },
-    patternProperties: { '^@odata\\.': {} },
-    additionalProperties: false,
-  };
+export function readOnlyProperties(schema: PatchSchema): string[] {
+  return Object.entries(schema.properties)
+    .filter(([, property]) => property.readOnly === true)
+    .map(([name]) => name);
 }
 
 /**

@@ -1,4 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import accountServicePatch from '../../schemas/requests/AccountServicePatch.json' with { type: 'json' };
+import managerAccountCreate from '../../schemas/requests/ManagerAccountCreate.json' with { type: 'json' };
+import managerAccountPatch from '../../schemas/requests/ManagerAccountPatch.json' with { type: 'json' };
 import type { Account, AccountPolicy } from '../auth/accounts.ts';
 import { assertSelfOr, principalOf } from '../auth/plugin.ts';
 import { type RoleId, roleIds, roles } from '../auth/privileges.ts';
@@ -7,17 +10,24 @@ import { errors, type RedfishError } from '../redfish/errors.ts';
 import { assertIfMatch } from '../redfish/etag.ts';
 import { redfishMessage } from '../redfish/messages.ts';
 import { collection, creationUris, link, odataType } from '../redfish/odata.ts';
-import { patchChanges, patchSchema } from '../redfish/patch.ts';
+import { patchChanges, readOnlyProperties } from '../redfish/patch.ts';
+import { schemaRef } from '../redfish/schemas.ts';
 
 const serviceUri = accountServiceUri;
 const accountsUri = `${serviceUri}/Accounts`;
 const rolesUri = `${serviceUri}/Roles`;
 const tags = ['AccountService'];
 
-const userName = { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,31}$' };
-const roleId = { type: 'string', enum: roleIds };
-const seconds = { type: 'integer', minimum: 0, maximum: 86400 };
-const accountTypes = { type: 'array', items: { type: 'string', enum: ['Redfish', 'WebUI'] } };
+/** Named in the PATCH body schemas without a type: sending one is PropertyNotWritable. */
+const serviceReadOnly = readOnlyProperties(accountServicePatch);
+const accountReadOnly = readOnlyProperties(managerAccountPatch);
+
+// The request schemas spell out the role names; they must be the roles privileges.ts defines.
+for (const schema of [managerAccountCreate, managerAccountPatch]) {
+  const listed = schema.properties.RoleId.enum;
+  if (listed.length !== roleIds.length || !roleIds.every((id) => listed.includes(id)))
+    throw new Error(`${schema.$id}: RoleId lists ${listed.join(', ')}, not the roles ${roleIds.join(', ')}`);
+}
 
 function accountResource(account: Account) {
   return {
@@ -79,28 +89,22 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     Roles: link(rolesUri),
   });
 
-  app.get(serviceUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () => serviceResource());
+  app.get(
+    serviceUri,
+    {
+      config: { privileges: ['Login'] },
+      schema: { tags, response: { 200: schemaRef('AccountService.json') } },
+    },
+    async () => serviceResource(),
+  );
 
-  const policyProperties = {
-    MinPasswordLength: { type: 'integer', minimum: 1, maximum: 128 },
-    MaxPasswordLength: { type: 'integer', minimum: 1, maximum: 128 },
-    AccountLockoutThreshold: { type: 'integer', minimum: 0, maximum: 100 },
-    AccountLockoutDuration: seconds,
-    AccountLockoutCounterResetAfter: seconds,
+  type PolicyPatch = {
+    MinPasswordLength?: number;
+    MaxPasswordLength?: number;
+    AccountLockoutThreshold?: number;
+    AccountLockoutDuration?: number;
+    AccountLockoutCounterResetAfter?: number;
   };
-  type PolicyPatch = { [K in keyof typeof policyProperties]?: number };
-  const serviceReadOnly = [
-    '@odata.id',
-    '@odata.type',
-    'Id',
-    'Name',
-    'Description',
-    'ServiceEnabled',
-    'LocalAccountAuth',
-    'AccountLockoutCounterResetEnabled',
-    'Accounts',
-    'Roles',
-  ];
   app.patch<{ Body: PolicyPatch }>(
     serviceUri,
     {
@@ -108,11 +112,12 @@ export async function accountServiceRoutes(app: FastifyInstance) {
       schema: {
         tags,
         summary: 'Password and lockout policy',
-        body: patchSchema(policyProperties, serviceReadOnly),
+        body: schemaRef('requests/AccountServicePatch.json'),
+        response: { 200: schemaRef('AccountService.json') },
       },
     },
-    async (request) => {
-      assertIfMatch(request, serviceResource());
+    async (request, reply) => {
+      assertIfMatch(request, reply, serviceResource(), 'AccountService.json');
       const changes = patchChanges(request.body, serviceReadOnly);
       const policy: AccountPolicy = {
         minPasswordLength: changes.MinPasswordLength ?? accounts.policy.minPasswordLength,
@@ -145,16 +150,20 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     return held.has('ConfigureUsers') || held.has('ConfigureManager');
   };
 
-  app.get(accountsUri, { config: { privileges: ['Login'] }, schema: { tags } }, async (request) => {
-    const self = principalOf(request).username;
-    const visible = accounts.list().filter((a) => canSeeAll(request) || a.username === self);
-    return collection(
-      'ManagerAccountCollection',
-      accountsUri,
-      'Accounts Collection',
-      visible.map((a) => `${accountsUri}/${a.username}`),
-    );
-  });
+  app.get(
+    accountsUri,
+    { config: { privileges: ['Login'] }, schema: { tags, response: { 200: schemaRef('Collection.json') } } },
+    async (request) => {
+      const self = principalOf(request).username;
+      const visible = accounts.list().filter((a) => canSeeAll(request) || a.username === self);
+      return collection(
+        'ManagerAccountCollection',
+        accountsUri,
+        'Accounts Collection',
+        visible.map((a) => `${accountsUri}/${a.username}`),
+      );
+    },
+  );
 
   type NewAccount = { UserName: string; Password: string; RoleId: RoleId; Enabled?: boolean };
   for (const uri of creationUris(accountsUri)) {
@@ -165,20 +174,8 @@ export async function accountServiceRoutes(app: FastifyInstance) {
         schema: {
           tags,
           summary: 'Create an account',
-          body: {
-            type: 'object',
-            required: ['UserName', 'Password', 'RoleId'],
-            properties: {
-              UserName: userName,
-              Password: { type: 'string' },
-              RoleId: roleId,
-              Enabled: { type: 'boolean' },
-              Locked: { type: 'boolean', const: false },
-              AccountTypes: accountTypes,
-            },
-            patternProperties: { '^@odata\\.': {} },
-            additionalProperties: false,
-          },
+          body: schemaRef('requests/ManagerAccountCreate.json'),
+          response: { 201: schemaRef('ManagerAccount.json') },
         },
       },
       async (request, reply) => {
@@ -211,7 +208,7 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     `${accountsUri}/:id`,
     {
       config: { privileges: [['ConfigureUsers'], ['ConfigureManager'], ['ConfigureSelf']] },
-      schema: { tags },
+      schema: { tags, response: { 200: schemaRef('ManagerAccount.json') } },
     },
     async (request) => {
       const account = findAccount(request);
@@ -234,7 +231,6 @@ export async function accountServiceRoutes(app: FastifyInstance) {
     Enabled?: boolean;
     Locked?: false;
   };
-  const accountReadOnly = ['@odata.id', '@odata.type', 'Id', 'Name', 'Description', 'AccountTypes', 'Links'];
   app.patch<{ Params: { id: string }; Body: AccountPatch }>(
     `${accountsUri}/:id`,
     {
@@ -242,22 +238,14 @@ export async function accountServiceRoutes(app: FastifyInstance) {
       schema: {
         tags,
         summary: 'Change an account (ConfigureSelf may change its own password only); honours If-Match',
-        body: patchSchema(
-          {
-            UserName: userName,
-            Password: { type: 'string' },
-            RoleId: roleId,
-            Enabled: { type: 'boolean' },
-            Locked: { type: 'boolean', const: false },
-          },
-          accountReadOnly,
-        ),
+        body: schemaRef('requests/ManagerAccountPatch.json'),
+        response: { 200: schemaRef('ManagerAccount.json') },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const account = findAccount(request);
       const principal = principalOf(request);
-      assertIfMatch(request, accountResource(account));
+      assertIfMatch(request, reply, accountResource(account), 'ManagerAccount.json');
       const changes = patchChanges(request.body, accountReadOnly);
       if (!principal.privileges.has('ConfigureUsers')) {
         // ConfigureSelf covers exactly one thing: a user's own password.
@@ -321,18 +309,21 @@ export async function accountServiceRoutes(app: FastifyInstance) {
 
   // Roles (predefined, read-only)
 
-  app.get(rolesUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () =>
-    collection(
-      'RoleCollection',
-      rolesUri,
-      'Roles Collection',
-      roleIds.map((id) => `${rolesUri}/${id}`),
-    ),
+  app.get(
+    rolesUri,
+    { config: { privileges: ['Login'] }, schema: { tags, response: { 200: schemaRef('Collection.json') } } },
+    async () =>
+      collection(
+        'RoleCollection',
+        rolesUri,
+        'Roles Collection',
+        roleIds.map((id) => `${rolesUri}/${id}`),
+      ),
   );
 
   app.get<{ Params: { id: string } }>(
     `${rolesUri}/:id`,
-    { config: { privileges: ['Login'] }, schema: { tags } },
+    { config: { privileges: ['Login'] }, schema: { tags, response: { 200: schemaRef('Role.json') } } },
     async (request) => {
       const id = roleIds.find((r) => r === request.params.id);
       if (!id) throw errors.resourceNotFound('Role', request.params.id);

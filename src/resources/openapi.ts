@@ -7,6 +7,11 @@ import type { FastifyInstance } from 'fastify';
  * the Redfish specification reserves for it.
  */
 export const openapiOptions: SwaggerOptions = {
+  // Components named after the schemas/ files they come from: `VirtualMedia`, `requests.InsertMedia`.
+  refResolver: {
+    buildLocalReference: (json, _baseUri, _fragment, i) =>
+      typeof json.$id === 'string' ? json.$id.replace(/\.json$/, '').replaceAll('/', '.') : `def-${i}`,
+  },
   openapi: {
     openapi: '3.1.0',
     info: {

@@ -2,12 +2,14 @@ import type { FastifyInstance } from 'fastify';
 import {
   accountServiceUri,
   managersUri,
+  serviceRootUri,
   sessionServiceUri,
   sessionsUri,
   systemsUri,
   taskServiceUri,
 } from '../contract/redfish.ts';
 import { link, metadataDocument, odataType } from '../redfish/odata.ts';
+import { schemaRef } from '../redfish/schemas.ts';
 
 export interface ServiceRootOptions {
   /** Stable across restarts (persisted in the state directory). */
@@ -31,15 +33,22 @@ export async function serviceRootRoutes(app: FastifyInstance, options: ServiceRo
     '/redfish',
     { config: { public: true }, schema: { tags, summary: 'Protocol versions' } },
     async () => ({
-      v1: '/redfish/v1/',
+      v1: serviceRootUri,
     }),
   );
 
   app.get(
-    '/redfish/v1/',
-    { config: { public: true }, schema: { tags, summary: 'The service root (also at /redfish/v1)' } },
+    serviceRootUri,
+    {
+      config: { public: true },
+      schema: {
+        tags,
+        summary: 'The service root (also at /redfish/v1)',
+        response: { 200: schemaRef('ServiceRoot.json') },
+      },
+    },
     async () => ({
-      '@odata.id': '/redfish/v1/',
+      '@odata.id': serviceRootUri,
       '@odata.type': odataType('ServiceRoot'),
       Id: 'RootService',
       Name: 'Root Service',
@@ -67,7 +76,7 @@ export async function serviceRootRoutes(app: FastifyInstance, options: ServiceRo
     async () => ({
       '@odata.context': '/redfish/v1/$metadata',
       value: [
-        { name: 'Service', kind: 'Singleton', url: '/redfish/v1/' },
+        { name: 'Service', kind: 'Singleton', url: serviceRootUri },
         ...Object.entries(services).map(([name, url]) => ({ name, kind: 'Singleton', url })),
       ],
     }),

@@ -1,16 +1,19 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import sessionServicePatch from '../../schemas/requests/SessionServicePatch.json' with { type: 'json' };
 import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
 import type { Session } from '../auth/sessions.ts';
 import { sessionServiceUri, sessionsUri } from '../contract/redfish.ts';
 import { errors } from '../redfish/errors.ts';
 import { assertIfMatch } from '../redfish/etag.ts';
 import { collection, creationUris, link, odataType } from '../redfish/odata.ts';
-import { patchChanges, patchSchema } from '../redfish/patch.ts';
+import { patchChanges, readOnlyProperties } from '../redfish/patch.ts';
+import { schemaRef } from '../redfish/schemas.ts';
 
 const serviceUri = sessionServiceUri;
 const tags = ['SessionService'];
 
-const sessionTimeout = { type: 'integer', minimum: 30, maximum: 86400 };
+/** Named in the PATCH body schema without a type: sending one is PropertyNotWritable. */
+const serviceReadOnly = readOnlyProperties(sessionServicePatch);
 
 function sessionResource(session: Session) {
   return {
@@ -40,9 +43,15 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
     Sessions: link(sessionsUri),
   });
 
-  app.get(serviceUri, { config: { privileges: ['Login'] }, schema: { tags } }, async () => serviceResource());
+  app.get(
+    serviceUri,
+    {
+      config: { privileges: ['Login'] },
+      schema: { tags, response: { 200: schemaRef('SessionService.json') } },
+    },
+    async () => serviceResource(),
+  );
 
-  const readOnly = ['@odata.id', '@odata.type', 'Id', 'Name', 'Description', 'ServiceEnabled', 'Sessions'];
   app.patch<{ Body: { SessionTimeout?: number } }>(
     serviceUri,
     {
@@ -50,12 +59,13 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
       schema: {
         tags,
         summary: 'Set the idle timeout',
-        body: patchSchema({ SessionTimeout: sessionTimeout }, readOnly),
+        body: schemaRef('requests/SessionServicePatch.json'),
+        response: { 200: schemaRef('SessionService.json') },
       },
     },
-    async (request) => {
-      assertIfMatch(request, serviceResource());
-      const changes = patchChanges(request.body, readOnly);
+    async (request, reply) => {
+      assertIfMatch(request, reply, serviceResource(), 'SessionService.json');
+      const changes = patchChanges(request.body, serviceReadOnly);
       if (changes.SessionTimeout !== undefined) await app.accounts.setSessionTimeout(changes.SessionTimeout);
       return serviceResource();
     },
@@ -69,13 +79,16 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
       .filter((s) => principal.privileges.has('ConfigureManager') || s.username === principal.username);
   };
 
-  app.get(sessionsUri, { config: { privileges: ['Login'] }, schema: { tags } }, async (request) =>
-    collection(
-      'SessionCollection',
-      sessionsUri,
-      'Session Collection',
-      visibleSessions(request).map((s) => `${sessionsUri}/${s.id}`),
-    ),
+  app.get(
+    sessionsUri,
+    { config: { privileges: ['Login'] }, schema: { tags, response: { 200: schemaRef('Collection.json') } } },
+    async (request) =>
+      collection(
+        'SessionCollection',
+        sessionsUri,
+        'Session Collection',
+        visibleSessions(request).map((s) => `${sessionsUri}/${s.id}`),
+      ),
   );
 
   for (const uri of creationUris(sessionsUri)) {
@@ -86,17 +99,8 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
         schema: {
           tags,
           summary: 'Log in: answers 201 with the session token in X-Auth-Token',
-          body: {
-            type: 'object',
-            required: ['UserName', 'Password'],
-            properties: {
-              UserName: { type: 'string' },
-              Password: { type: 'string' },
-              Context: { type: 'string' },
-            },
-            patternProperties: { '^@odata\\.': {} },
-            additionalProperties: false,
-          },
+          body: schemaRef('requests/SessionCreate.json'),
+          response: { 201: schemaRef('Session.json') },
         },
       },
       async (request, reply) => {
@@ -122,7 +126,7 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { id: string } }>(
     `${sessionsUri}/:id`,
-    { config: { privileges: ['Login'] }, schema: { tags } },
+    { config: { privileges: ['Login'] }, schema: { tags, response: { 200: schemaRef('Session.json') } } },
     async (request) => sessionResource(findSession(request)),
   );
 

@@ -3,6 +3,7 @@ import { taskServiceUri } from '../contract/redfish.ts';
 import { errors } from '../redfish/errors.ts';
 import { errorBody, type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
 import { collection, link, odataType } from '../redfish/odata.ts';
+import { schemaRef } from '../redfish/schemas.ts';
 
 const SERVICE_URI = taskServiceUri;
 const TASKS_URI = `${SERVICE_URI}/Tasks`;
@@ -179,35 +180,44 @@ export async function tasksPlugin(app: FastifyInstance, { tasks }: TasksPluginOp
     return task;
   };
 
-  app.get(SERVICE_URI, { config: login }, async () => ({
-    '@odata.id': SERVICE_URI,
-    '@odata.type': odataType('TaskService'),
-    Id: 'TaskService',
-    Name: 'Task Service',
-    ServiceEnabled: true,
-    DateTime: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    CompletedTaskOverWritePolicy: 'Oldest',
-    LifeCycleEventOnTaskStateChange: false,
-    TaskAutoDeleteTimeoutMinutes: Math.ceil(tasks.retentionMs / 60_000),
-    Status: { State: 'Enabled', Health: 'OK' },
-    Tasks: link(TASKS_URI),
-  }));
+  app.get(
+    SERVICE_URI,
+    { config: login, schema: { response: { 200: schemaRef('TaskService.json') } } },
+    async () => ({
+      '@odata.id': SERVICE_URI,
+      '@odata.type': odataType('TaskService'),
+      Id: 'TaskService',
+      Name: 'Task Service',
+      ServiceEnabled: true,
+      DateTime: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      CompletedTaskOverWritePolicy: 'Oldest',
+      LifeCycleEventOnTaskStateChange: false,
+      TaskAutoDeleteTimeoutMinutes: Math.ceil(tasks.retentionMs / 60_000),
+      Status: { State: 'Enabled', Health: 'OK' },
+      Tasks: link(TASKS_URI),
+    }),
+  );
 
-  app.get(TASKS_URI, { config: login }, async () => {
-    const members = tasks.all().map((t) => taskUri(t.id));
-    return collection('TaskCollection', TASKS_URI, 'Task Collection', members);
-  });
+  app.get(
+    TASKS_URI,
+    { config: login, schema: { response: { 200: schemaRef('Collection.json') } } },
+    async () => {
+      const members = tasks.all().map((t) => taskUri(t.id));
+      return collection('TaskCollection', TASKS_URI, 'Task Collection', members);
+    },
+  );
 
   app.get<{ Params: { id: string } }>(
     `${TASKS_URI}/:id`,
-    { config: login, schema: { params: idParams } },
+    { config: login, schema: { params: idParams, response: { 200: schemaRef('Task.json') } } },
     async (request) => find(request.params.id).resource(),
   );
 
-  // While running the monitor says 202 (and where to ask again); afterwards it gives the operation's result.
+  // While running the monitor says 202 (and where to ask again); afterwards it gives the operation's result:
+  // 204 without a body, or an error body, neither of which needs a schema here.
   app.get<{ Params: { id: string } }>(
     `${MONITORS_URI}/:id`,
-    { config: login, schema: { params: idParams } },
+    { config: login, schema: { params: idParams, response: { 202: schemaRef('Task.json') } } },
     async (request, reply) => {
       const task = find(request.params.id);
       if (task.outcome) return sendOutcome(reply, task.outcome);

@@ -9,18 +9,6 @@ import type { TaskOutcome } from './tasks.ts';
 export const INSERT_ACTION = 'VirtualMedia.InsertMedia';
 export const EJECT_ACTION = 'VirtualMedia.EjectMedia';
 
-export const transferProtocolTypes = [
-  'CIFS',
-  'FTP',
-  'SFTP',
-  'HTTP',
-  'HTTPS',
-  'NFS',
-  'SCP',
-  'TFTP',
-  'OEM',
-] as const;
-
 /** What InsertMedia and a PATCH with `Image` both carry, after the JSON schema checked the types. */
 export interface InsertParameters {
   Image?: string | null;

@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import virtualMediaPatch from '../../schemas/requests/VirtualMediaPatch.json' with { type: 'json' };
 import { DbusError, Errno, SlotMode } from '../contract/dbus.ts';
 import { RETRY_AFTER_SECONDS, virtualMediaMemberUri, virtualMediaUri } from '../contract/redfish.ts';
 import {
@@ -12,7 +13,8 @@ import { errors, type RedfishError } from '../redfish/errors.ts';
 import { assertIfMatch } from '../redfish/etag.ts';
 import { redfishMessage } from '../redfish/messages.ts';
 import { collection, odataType, oemVirtualMediaType } from '../redfish/odata.ts';
-import { patchChanges, patchSchema } from '../redfish/patch.ts';
+import { patchChanges, readOnlyProperties } from '../redfish/patch.ts';
+import { schemaRef } from '../redfish/schemas.ts';
 import { sendAccepted, sendOutcome, type TaskOutcome, type TaskStore } from './tasks.ts';
 import {
   actionProblems,
@@ -24,7 +26,6 @@ import {
   insertOutcome,
   propertyProblems,
   protocolOf,
-  transferProtocolTypes,
 } from './virtual-media-insert.ts';
 
 /** Long enough for an unmount that only stops local processes; anything slower becomes a task. */
@@ -108,48 +109,8 @@ function lostOutcome(error: unknown): TaskOutcome {
     : { statusCode: 504, messages: [redfishMessage('OperationTimeout', [])] };
 }
 
-const insertBody = {
-  type: 'object',
-  properties: {
-    Image: { type: 'string' },
-    Inserted: { type: 'boolean' },
-    WriteProtected: { type: 'boolean' },
-    UserName: { type: 'string' },
-    Password: { type: 'string' },
-    TransferMethod: { type: 'string' },
-    TransferProtocolType: { type: 'string', enum: transferProtocolTypes },
-  },
-  required: ['Image'],
-  additionalProperties: false,
-} as const;
-
-const ejectBody = { type: 'object', properties: {}, additionalProperties: false } as const;
-
-const memberReadOnly = [
-  '@odata.id',
-  '@odata.type',
-  'Id',
-  'Name',
-  'Description',
-  'MediaTypes',
-  'ConnectedVia',
-  'ImageName',
-  'Status',
-  'Actions',
-  'Oem',
-];
-const memberPatch = patchSchema(
-  {
-    Image: { type: ['string', 'null'] },
-    Inserted: { type: 'boolean' },
-    WriteProtected: { type: 'boolean' },
-    UserName: { type: 'string' },
-    Password: { type: ['string', 'null'] },
-    TransferMethod: { type: 'string' },
-    TransferProtocolType: { type: ['string', 'null'], enum: [...transferProtocolTypes, null] },
-  },
-  memberReadOnly,
-);
+/** Named in the PATCH body schema without a type: sending one is PropertyNotWritable. */
+const memberReadOnly = readOnlyProperties(virtualMediaPatch);
 
 const slotParams = {
   type: 'object',
@@ -236,15 +197,30 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     return sendAccepted(reply, task);
   };
 
-  app.get(virtualMediaUri, { config: login, schema: { tags, summary: 'Virtual media slots' } }, async () => {
-    if (!client.available) throw unavailable();
-    const members = client.slots().map((slot) => virtualMediaMemberUri(slot.slotId));
-    return collection('VirtualMediaCollection', virtualMediaUri, 'Virtual Media Services', members);
-  });
+  app.get(
+    virtualMediaUri,
+    {
+      config: login,
+      schema: { tags, summary: 'Virtual media slots', response: { 200: schemaRef('Collection.json') } },
+    },
+    async () => {
+      if (!client.available) throw unavailable();
+      const members = client.slots().map((slot) => virtualMediaMemberUri(slot.slotId));
+      return collection('VirtualMediaCollection', virtualMediaUri, 'Virtual Media Services', members);
+    },
+  );
 
   app.get<SlotRoute>(
     `${virtualMediaUri}/:slotId`,
-    { config: login, schema: { tags, summary: 'One slot', params: slotParams } },
+    {
+      config: login,
+      schema: {
+        tags,
+        summary: 'One slot',
+        params: slotParams,
+        response: { 200: schemaRef('VirtualMedia.json') },
+      },
+    },
     async (request) => memberResource(findSlot(request.params.slotId)),
   );
 
@@ -256,7 +232,8 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
         tags,
         summary: 'Insert an image from an HTTPS or SMB URI (Legacy slots); 202 with a task',
         params: slotParams,
-        body: insertBody,
+        body: schemaRef('requests/InsertMedia.json'),
+        response: { 202: schemaRef('Task.json') },
       },
     },
     async (request, reply) => {
@@ -274,7 +251,8 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
         tags,
         summary: 'Eject the medium (both modes); 204, or 202 with a task when it takes longer',
         params: slotParams,
-        body: ejectBody,
+        body: schemaRef('requests/EjectMedia.json'),
+        response: { 202: schemaRef('Task.json') },
       },
     },
     async (request, reply) => eject(reply, findSlot(request.params.slotId), request.url, 'POST'),
@@ -288,12 +266,13 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
         tags,
         summary: '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects',
         params: slotParams,
-        body: memberPatch,
+        body: schemaRef('requests/VirtualMediaPatch.json'),
+        response: { 202: schemaRef('Task.json') },
       },
     },
     async (request, reply) => {
       const slot = findSlot(request.params.slotId);
-      assertIfMatch(request, memberResource(slot));
+      assertIfMatch(request, reply, memberResource(slot), 'VirtualMedia.json');
       const changes = patchChanges(request.body, memberReadOnly);
       if (typeof changes.Image === 'string') {
         if (slot.mode !== SlotMode.Legacy) throw errors.propertyNotWritable('Image');

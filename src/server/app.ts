@@ -9,6 +9,7 @@ import { statePaths } from '../config/environment.ts';
 import { absentVirtualMedia, type VirtualMediaClient } from '../dbus/virtual-media-client.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { redfishProtocolPlugin } from '../redfish/protocol.ts';
+import { redfishSchemasPlugin } from '../redfish/schemas.ts';
 import { accountServiceRoutes } from '../resources/account-service.ts';
 import { managerRoutes } from '../resources/managers.ts';
 import { oemSchemaRoutes } from '../resources/oem-openbmc.ts';
@@ -43,6 +44,8 @@ export interface ServerState {
   tls: TlsMaterial;
   accounts: AccountStore;
   uuid: string;
+  /** Set on the first start when no admin password was given: the one `admin` got. */
+  generatedPassword?: string;
 }
 
 /** Request bodies are small JSON documents; media flows over the `/nbd` WebSocket, not through bodies. */
@@ -57,10 +60,10 @@ export async function prepareServerState(
 ): Promise<ServerState> {
   const paths = statePaths(options.stateDir);
   const tls = await loadTlsMaterial(paths.certs, options.tls);
-  await provisionAdmin(options.stateDir, options.adminPassword);
+  const { generatedPassword } = await provisionAdmin(options.stateDir, options.adminPassword);
   const accounts = await AccountStore.open(paths.accounts);
   const uuid = await loadServiceUuid(paths.serviceUuid);
-  return { tls, accounts, uuid };
+  return { tls, accounts, uuid, ...(generatedPassword ? { generatedPassword } : {}) };
 }
 
 /**
@@ -88,6 +91,7 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
 
   await app.register(securityHeadersPlugin);
   await app.register(fastifySwagger, openapiOptions);
+  await app.register(redfishSchemasPlugin);
   await app.register(redfishProtocolPlugin);
   await app.register(authorizationPlugin, { accounts, sessions });
 
@@ -114,12 +118,19 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
   return app as unknown as FastifyInstance;
 }
 
-/** Builds the server and listens; answers the HTTPS URL clients should use. */
-export async function startServer(options: ServerOptions): Promise<{ app: FastifyInstance; url: string }> {
-  const app = await buildServer(options, await prepareServerState(options));
+/**
+ * Builds the server and listens; answers the HTTPS URL clients should use, and the password `admin`
+ * was given if this first start generated one.
+ */
+export async function startServer(
+  options: ServerOptions,
+): Promise<{ app: FastifyInstance; url: string; generatedPassword?: string }> {
+  const state = await prepareServerState(options);
+  const app = await buildServer(options, state);
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  return { app, url: `https://${host}:${port}` };
+  const url = `https://${host}:${port}`;
+  return { app, url, ...(state.generatedPassword ? { generatedPassword: state.generatedPassword } : {}) };
 }

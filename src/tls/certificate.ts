@@ -1,10 +1,9 @@
-import { webcrypto } from 'node:crypto';
+import { randomBytes, webcrypto } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 // @peculiar/x509 resolves its ASN.1 codecs through tsyringe, which needs the Reflect metadata API.
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { randomHex } from '../auth/secrets.ts';
 
 export interface TlsFiles {
   certFile: string;
@@ -57,7 +56,7 @@ export async function generateSelfSigned(): Promise<{ cert: string; key: string 
   const notBefore = new Date(Date.now() - 60_000);
   const certificate = await x509.X509CertificateGenerator.createSelfSigned(
     {
-      serialNumber: `01${randomHex(15)}`,
+      serialNumber: `01${randomBytes(15).toString('hex')}`,
       name: 'CN=vmedia BMC',
       notBefore,
       notAfter: new Date(notBefore.getTime() + validityDays * 86_400_000),

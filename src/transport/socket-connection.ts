@@ -1,8 +1,7 @@
 /**
  * `NbdConnection` over a Node stream socket (a Unix or TCP socket, or any byte Duplex): how the service
- * speaks NBD to its sources and to the host, and how the tests reach NBD servers.
+ * speaks NBD to its sources and to the host.
  */
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { NbdConnection } from '../nbd/connection.ts';
 
@@ -118,20 +117,4 @@ export function connectionFromSocket(socket: Duplex): NbdConnection {
       socket.end(() => socket.destroy());
     },
   };
-}
-
-/** Connects to an NBD server listening on the Unix socket `path`. */
-export function connectUnix(path: string): Promise<NbdConnection> {
-  return new Promise((resolve, reject) => {
-    const socket = net.createConnection({ path });
-    const onError = (error: Error) => {
-      socket.destroy();
-      reject(error);
-    };
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      socket.off('error', onError);
-      resolve(connectionFromSocket(socket));
-    });
-  });
 }

@@ -5,9 +5,20 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
+import type { RelayLimits } from '../../src/bridge/relay.ts';
 import type { VmStack } from '../helpers/virtual-media-stack.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const execFileAsync = promisify(execFile);
+
+/**
+ * What the relay may queue towards one side at worst, the bound the backpressure tests assert: pausing
+ * a stream stops new reads, but what was already read is still delivered — at most one message in the
+ * parser plus one socket read (64 KiB in Node).
+ */
+export function bufferBound(limits: RelayLimits): number {
+  return limits.highWaterMark + limits.maxMessage + 64 * 1024;
+}
 
 /** An NBD tool on the host export, with a timeout so that a hang fails the test instead of stalling it. */
 export function nbdTool(command: string, args: string[]) {
@@ -81,19 +92,6 @@ export async function closeOf(ws: WebSocket): Promise<{ code: number; reason: st
   return { code, reason: reason.toString() };
 }
 
-/** Polls `predicate` every 20 ms; fails after `timeoutMs`. */
-export async function waitFor(
-  predicate: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 /** Waits until `value()` stops changing (sampled every 20 ms): the flow has stalled. */
 export async function quiescent(value: () => number, samples = 5): Promise<void> {
   let last = value();
@@ -109,10 +107,9 @@ export async function quiescent(value: () => number, samples = 5): Promise<void>
 /** The slot is free again: no session, no socket file, and the service reports it not active. */
 export async function slotFreed(stack: VmStack, slotId: string, timeoutMs = 10_000): Promise<void> {
   const socket = stack.client.slot(slotId)!.socket;
-  await waitFor(
-    () => !stack.server.app.nbdBridge.has(slotId) && !fs.existsSync(socket),
-    `the bridge to release ${slotId}`,
+  await waitFor(() => !stack.server.app.nbdBridge.has(slotId) && !fs.existsSync(socket), {
+    what: `the bridge to release ${slotId}`,
     timeoutMs,
-  );
-  await waitFor(() => stack.client.slot(slotId)?.active === false, `${slotId} to be Ready`);
+  });
+  await waitFor(() => stack.client.slot(slotId)?.active === false, { what: `${slotId} to be Ready` });
 }

@@ -2,13 +2,22 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { bufferBound } from '../../src/bridge/relay.ts';
-import { MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { serveNbd } from '../../src/nbd/server/serve.ts';
 import { NodeWebSocketConnection as WebSocketConnection } from '../../src/transport/node-websocket-connection.ts';
+import { MemoryBlockDevice } from '../helpers/nbd-memory.ts';
 import { adminPassword } from '../helpers/server.ts';
 import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
-import { closeOf, hostUri, nbdToolBytes, opened, quiescent, slotFreed, upgrade, waitFor } from './helpers.ts';
+import { waitFor } from '../helpers/wait.ts';
+import {
+  bufferBound,
+  closeOf,
+  hostUri,
+  nbdToolBytes,
+  opened,
+  quiescent,
+  slotFreed,
+  upgrade,
+} from './helpers.ts';
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 const basic = (user: string, password: string) => ({
@@ -41,7 +50,7 @@ describe('the /nbd bridge on the real server and service', () => {
       () => new MemoryBlockDevice(image.length, { data: image, readOnly: true }),
     );
     served.catch(() => undefined);
-    await waitFor(() => stack.client.slot('Slot_0')?.active === true, 'Slot_0 to be inserted');
+    await waitFor(() => stack.client.slot('Slot_0')?.active === true, { what: 'Slot_0 to be inserted' });
     return { ws, connection, served };
   }
 
@@ -165,10 +174,13 @@ describe('the /nbd bridge on the real server and service', () => {
     await stack.killService();
     assert.ok([1001, 1011].includes((await closing).code));
     const socket = stack.client.slot('Slot_0')?.socket;
-    await waitFor(() => !stack.server.app.nbdBridge.has('Slot_0'), 'the session to end', 1000);
+    await waitFor(() => !stack.server.app.nbdBridge.has('Slot_0'), {
+      what: 'the session to end',
+      timeoutMs: 1000,
+    });
     if (socket) assert.equal(fs.existsSync(socket), false);
     await stack.restartService();
-    await waitFor(() => stack.client.available, 'the service to be back');
+    await waitFor(() => stack.client.available, { what: 'the service to be back' });
     assertNothingFlowed();
   });
 

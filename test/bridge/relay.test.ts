@@ -8,8 +8,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket, WebSocketServer } from 'ws';
-import { bufferBound, CloseCode, Relay, type RelayLimits } from '../../src/bridge/relay.ts';
-import { quiescent } from './helpers.ts';
+import { CloseCode, Relay, type RelayLimits } from '../../src/bridge/relay.ts';
+import { bufferBound, quiescent } from './helpers.ts';
 
 // Small marks so that the bound is far below what the peers try to push.
 const limits: RelayLimits = { highWaterMark: 256 * 1024, lowWaterMark: 64 * 1024, maxMessage: 128 * 1024 };

@@ -7,9 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { hostUri, nbdTool, slotFreed, waitFor } from '../bridge/helpers.ts';
+import { hostUri, nbdTool, slotFreed } from '../bridge/helpers.ts';
 import { adminPassword } from '../helpers/server.ts';
 import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
 const MiB = 1024 * 1024;
@@ -74,7 +75,10 @@ describe('vmedia mount, insert, eject, status against the real server and servic
   /** Starts `vmedia mount` and waits until the host side has the medium. */
   async function mount(slotId: string, file: string, extra: string[] = []) {
     const run = vmedia(['mount', slotId, file, ...connection, ...extra]);
-    await waitFor(() => stack.client.slot(slotId)?.active === true, `${slotId} to be inserted`, 30_000);
+    await waitFor(() => stack.client.slot(slotId)?.active === true, {
+      what: `${slotId} to be inserted`,
+      timeoutMs: 30_000,
+    });
     assert.match(run.stderr(), new RegExp(`serving ${path.basename(file)} .* on ${slotId} via /nbd/`));
     return run;
   }
@@ -198,6 +202,6 @@ describe('vmedia mount, insert, eject, status against the real server and servic
     assert.match(await vmediaOk(['status', ...connection]), /^Slot_2\s+Legacy\s+yes\s+URI\s+ro\s+https:/m);
 
     assert.match(await vmediaOk(['eject', 'Slot_2', ...connection]), /Slot_2: ejected/);
-    await waitFor(() => stack.client.slot('Slot_2')?.active === false, 'Slot_2 to be empty');
+    await waitFor(() => stack.client.slot('Slot_2')?.active === false, { what: 'Slot_2 to be empty' });
   });
 });

@@ -9,18 +9,9 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import dbus from 'dbus-next';
 import { SERVICE_NAME } from '../../src/contract/dbus.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const vmedia = path.resolve('bin/vmedia.js');
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 /** Processes whose command line mentions `needle` (our children all carry the state dir). */
 async function processesMentioning(needle: string): Promise<number[]> {
@@ -86,10 +77,13 @@ test('vmedia start runs bus, service and server, restarts a dead service and sto
       const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
       const first = await servicePid();
       process.kill(first, 'SIGKILL');
-      const second = await waitFor(async () => {
-        const pid = await servicePid();
-        return pid !== first ? pid : undefined;
-      }, 'the service to be restarted');
+      const second = await waitFor(
+        async () => {
+          const pid = await servicePid();
+          return pid !== first && pid;
+        },
+        { what: 'the service to be restarted', timeoutMs: 30_000, intervalMs: 100 },
+      );
       assert.notEqual(second, first);
     } finally {
       bus.disconnect();

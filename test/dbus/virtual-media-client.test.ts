@@ -12,15 +12,10 @@ import {
 } from '../../src/dbus/virtual-media-client.ts';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
 import { FakeVirtualMediaService, SlotMode } from '../helpers/fake-virtual-media-service.ts';
+import { waitFor } from '../helpers/wait.ts';
 
-/** Polls a condition driven by D-Bus signals; the bound only turns a hang into a failure. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** For conditions driven by D-Bus signals: the bound only turns a hang into a failure. */
+const SIGNAL_TIMEOUT_MS = 5000;
 
 describe('VirtualMediaDbusClient against a fake service on a private bus', () => {
   let directory: string;
@@ -67,20 +62,26 @@ describe('VirtualMediaDbusClient against a fake service on a private bus', () =>
     const off = client.onChange((slot) => seen.push(slot));
     fake.set('Slot_2', Interface.Stats, { ReadIO: 2n ** 40n });
     fake.set('Slot_2', Interface.Process, { Active: true });
-    await until(() => client.slot('Slot_2')!.active, 'Active');
+    await waitFor(() => client.slot('Slot_2')!.active, { what: 'Active', timeoutMs: SIGNAL_TIMEOUT_MS });
     off();
     assert.equal(client.slot('Slot_2')!.readIO, 2n ** 40n);
     assert.ok(seen.some((s) => s.slotId === 'Slot_2' && s.active));
     fake.set('Slot_2', Interface.Process, { Active: false });
-    await until(() => !client.slot('Slot_2')!.active, 'inactive');
+    await waitFor(() => !client.slot('Slot_2')!.active, { what: 'inactive', timeoutMs: SIGNAL_TIMEOUT_MS });
   });
 
   test('InterfacesAdded and InterfacesRemoved add and remove slots', async () => {
     fake.addSlot('Slot_9', SlotMode.Legacy);
-    await until(() => client.slot('Slot_9') !== undefined, 'Slot_9');
+    await waitFor(() => client.slot('Slot_9') !== undefined, {
+      what: 'Slot_9',
+      timeoutMs: SIGNAL_TIMEOUT_MS,
+    });
     assert.equal(client.slot('Slot_9')!.timeout, 90);
     fake.removeSlot('Slot_9');
-    await until(() => client.slot('Slot_9') === undefined, 'Slot_9 gone');
+    await waitFor(() => client.slot('Slot_9') === undefined, {
+      what: 'Slot_9 gone',
+      timeoutMs: SIGNAL_TIMEOUT_MS,
+    });
   });
 
   test('Legacy.Mount with credentials passes sbh and a pipe holding user\\0password\\0', async () => {
@@ -139,11 +140,11 @@ describe('VirtualMediaDbusClient against a fake service on a private bus', () =>
     const pending = client.nextCompletion('Slot_2');
     fake.stop();
     await assert.rejects(pending, VirtualMediaUnavailable);
-    await until(() => !client.available, 'unavailable');
+    await waitFor(() => !client.available, { what: 'unavailable', timeoutMs: SIGNAL_TIMEOUT_MS });
     assert.deepEqual(client.slots(), []);
     await assert.rejects(client.proxyMount('Slot_0'), VirtualMediaUnavailable);
     fake = await FakeVirtualMediaService.start(bus.address, [['Slot_1', SlotMode.Proxy]]);
-    await until(() => client.available, 'available again');
+    await waitFor(() => client.available, { what: 'available again', timeoutMs: SIGNAL_TIMEOUT_MS });
     assert.deepEqual(
       client.slots().map((s) => s.slotId),
       ['Slot_1'],

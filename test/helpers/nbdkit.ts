@@ -3,27 +3,13 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { abortOnExit, waitFor } from './wait.ts';
 
 export interface Nbdkit {
   socket: string;
   process: ChildProcess;
   /** Stops nbdkit (SIGTERM unless told otherwise) and waits until it has exited. */
   stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-/** Waits until `file` exists (nbdkit writes its pid file once it accepts connections). */
-async function waitForFile(file: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (child.exitCode !== null) throw new Error(`nbdkit exited with ${child.exitCode}`);
-    try {
-      await fs.access(file);
-      return;
-    } catch {
-      await sleep(25);
-    }
-  }
-  throw new Error(`nbdkit did not become ready (${file})`);
 }
 
 /**
@@ -41,7 +27,12 @@ export async function startNbdkit(dir: string, name: string, args: string[]): Pr
     },
   );
   try {
-    await waitForFile(pidFile, child);
+    // nbdkit writes its pid file once it accepts connections.
+    await waitFor(() => fs.access(pidFile).then(() => true), {
+      what: `the pid file ${pidFile}`,
+      timeoutMs: 10_000,
+      signal: abortOnExit(child, (code, signal) => `nbdkit exited with ${code ?? signal}`),
+    });
   } catch (error) {
     child.kill('SIGKILL');
     throw new Error(`nbdkit ${args.join(' ')}: ${(error as Error).message}`);

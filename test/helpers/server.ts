@@ -42,13 +42,13 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Documents under /redfish that no DMTF JSON schema describes. */
+/** Documents under /redfish that are not Redfish resources (no schema in schemas/ describes them). */
 const schemaless = new Set(['/redfish', '/redfish/', '/redfish/v1/odata']);
 
 /**
  * The real HTTPS server on 127.0.0.1 with an ephemeral port and a temporary state directory, `admin`
  * provisioned with `adminPassword`. Every JSON body fetched under /redfish is validated against its
- * DMTF schema before the test sees it.
+ * schema in schemas/ before the test sees it.
  */
 export async function startTestServer(overrides: Partial<ServerOptions> = {}): Promise<TestServer> {
   const stateDir = overrides.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'vmedia-test-')));
@@ -100,7 +100,7 @@ export async function startTestServer(overrides: Partial<ServerOptions> = {}): P
     });
     const pathname = new URL(uri, url).pathname;
     if (response.json !== undefined && pathname.startsWith('/redfish') && !schemaless.has(pathname)) {
-      await assertValidRedfish(response.json);
+      assertValidRedfish(response.json);
     }
     return response;
   };

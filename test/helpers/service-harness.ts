@@ -8,6 +8,7 @@ import dbus, { type Message, type MessageBus } from 'dbus-next';
 import { Interface, SERVICE_NAME } from '../../src/contract/dbus.ts';
 import { connectBus } from '../../src/dbus/connection.ts';
 import { type PrivateBus, startPrivateBus } from '../../src/dbus/private-bus.ts';
+import { abortOnExit, waitFor } from './wait.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
 const READY_TIMEOUT_MS = 30_000;
@@ -78,6 +79,10 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
   service.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     output += chunk;
   });
+  const serviceExited = abortOnExit(
+    service,
+    (code, signal) => `service exited (${code ?? signal}):\n${output}`,
+  );
 
   const client = await connectBus(bus.address);
   const signals: Message[] = [];
@@ -135,13 +140,7 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
       return found!;
     },
     async waitFor(predicate, what, timeoutMs = 30_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!(await predicate())) {
-        if (service.exitCode !== null)
-          throw new Error(`service exited while waiting for ${what}:\n${output}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await waitFor(predicate, { what, timeoutMs, intervalMs: 50, signal: serviceExited });
     },
     async servicePids() {
       // tsx may keep an esbuild transform service as a child of any process it runs in; not ours.

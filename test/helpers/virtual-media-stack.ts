@@ -9,6 +9,7 @@ import { type ImageServer, startImageServer } from './https-image-server.ts';
 import { type Response, startTestServer, type TestServer } from './server.ts';
 import { type ServiceHarness, startServiceHarness } from './service-harness.ts';
 import { createTestCertificates, type TestCertificates } from './test-ca.ts';
+import { abortOnExit, waitFor } from './wait.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
 
@@ -74,10 +75,15 @@ export async function startVmStack(options: {
         output += chunk;
       });
       child.stderr!.resume();
-      const deadline = Date.now() + 30_000;
-      while (!/\bready\b/.test(output)) {
-        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`restart failed:\n${output}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+      try {
+        await waitFor(() => /\bready\b/.test(output), {
+          what: 'the new service to be ready',
+          timeoutMs: 30_000,
+          intervalMs: 50,
+          signal: abortOnExit(child, (code, signal) => `it exited with ${code ?? signal}`),
+        });
+      } catch (error) {
+        throw new Error(`restart failed: ${(error as Error).message}\n${output}`, { cause: error });
       }
     },
     async stop() {
@@ -97,11 +103,11 @@ export async function startVmStack(options: {
 
 /** Follows a task monitor until the task has finished; answers the final monitor response. */
 export async function followTask(stack: VmStack, monitor: string): Promise<Response> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const response = await stack.server.request('GET', monitor);
-    if (response.status !== 202) return response;
-    if (Date.now() > deadline) throw new Error(`task ${monitor} still running`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  return waitFor(
+    async () => {
+      const response = await stack.server.request('GET', monitor);
+      return response.status !== 202 && response;
+    },
+    { what: `task ${monitor} to finish`, timeoutMs: 60_000, intervalMs: 100 },
+  );
 }

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { NbdClient } from '../../src/nbd/client/client.ts';
 import { CMD_DISC, CMD_READ, OPT_GO, REP_ACK } from '../../src/nbd/constants.ts';
-import { createConnectionPair, MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { serveNbd } from '../../src/nbd/server/serve.ts';
-import { connectUnix } from '../../src/transport/socket-connection.ts';
+import { connectUnix } from '../helpers/connect-unix.ts';
+import { createConnectionPair, MemoryBlockDevice } from '../helpers/nbd-memory.ts';
 import {
   goData,
   listenNbd,

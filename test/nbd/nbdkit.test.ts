@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { NbdClient } from '../../src/nbd/client/client.ts';
 import { NbdDisconnectedError, NbdRequestError } from '../../src/nbd/errors.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
-import { connectUnix } from '../../src/transport/socket-connection.ts';
+import { connectUnix } from '../helpers/connect-unix.ts';
 import { type Nbdkit, startNbdkit } from '../helpers/nbdkit.ts';
 import { patternBytes, settle, sha256, tempDir } from './helpers.ts';
 

@@ -13,11 +13,11 @@ import {
   NbdProtocolError,
   NbdRequestError,
 } from '../../src/nbd/errors.ts';
-import { createConnectionPair, MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { MAX_OPTIONS } from '../../src/nbd/server/handshake.ts';
 import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server/serve.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
-import { connectUnix } from '../../src/transport/socket-connection.ts';
+import { connectUnix } from '../helpers/connect-unix.ts';
+import { createConnectionPair, MemoryBlockDevice } from '../helpers/nbd-memory.ts';
 import { goData, listenNbd, RawPeer, settle, tempDir, u32 } from './helpers.ts';
 
 const SIZE = 1024 * 1024;

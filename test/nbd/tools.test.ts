@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MemoryBlockDevice } from '../../src/nbd/memory.ts';
+import { MemoryBlockDevice } from '../helpers/nbd-memory.ts';
 import {
   listenNbd,
   type NbdTestServer,

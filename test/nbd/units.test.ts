@@ -9,8 +9,8 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { checkBlockDevice } from '../../src/nbd/block-device.ts';
 import { errnoOf } from '../../src/nbd/errors.ts';
-import { createConnectionPair, MemoryBlockDevice } from '../../src/nbd/memory.ts';
 import { describeBytes, setU64, toU64, u64ToSafeNumber } from '../../src/nbd/wire.ts';
+import { createConnectionPair, MemoryBlockDevice } from '../helpers/nbd-memory.ts';
 
 describe('64-bit values', () => {
   test('round-trip exactly around 2^32 and up to 2^53 - 1', () => {

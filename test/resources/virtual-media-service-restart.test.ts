@@ -2,17 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Response } from '../helpers/server.ts';
 import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const slotUri = `${collectionUri}/Slot_2`;
 
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+/** Polls the collection until it answers `status`. */
+const collectionAnswers = (stack: VmStack, status: number) => async () =>
+  (await stack.server.request('GET', collectionUri)).status === status;
+const restartWait = { timeoutMs: 30_000, intervalMs: 100 };
 
 function assertUnavailable(response: Response) {
   assert.equal(response.status, 503, response.text);
@@ -37,7 +35,7 @@ describe('the VirtualMedia service killed and restarted', () => {
   test('while it is gone every VirtualMedia request is 503 with Retry-After, never 500 or an empty 200', async () => {
     assert.equal((await stack.server.request('GET', slotUri)).status, 200);
     await stack.killService();
-    await until(async () => (await stack.server.request('GET', collectionUri)).status === 503, '503');
+    await waitFor(collectionAnswers(stack, 503), { what: 'the collection to answer 503', ...restartWait });
     assertUnavailable(await stack.server.request('GET', collectionUri));
     assertUnavailable(await stack.server.request('GET', slotUri));
     assertUnavailable(
@@ -54,7 +52,10 @@ describe('the VirtualMedia service killed and restarted', () => {
 
   test('a new service instance is picked up by itself and works', async () => {
     await stack.restartService();
-    await until(async () => (await stack.server.request('GET', collectionUri)).status === 200, 'recovery');
+    await waitFor(collectionAnswers(stack, 200), {
+      what: 'the collection to answer 200 again',
+      ...restartWait,
+    });
     const accepted = await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.InsertMedia`, {
       body: { Image: `${stack.images.origin}/r.img` },
     });

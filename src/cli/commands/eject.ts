@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
-import { actionUri, connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
+import { virtualMediaActionUri } from '../../contract/redfish.ts';
+import { connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
 
 /** `vmedia eject <SlotId>`: EjectMedia (either mode), waiting until the slot is empty. */
 export async function run(argv: string[]): Promise<void> {
@@ -12,7 +13,7 @@ export async function run(argv: string[]): Promise<void> {
   if (!slotId || positionals.length > 1) throw new Error(`usage: vmedia eject <SlotId> [${connectionUsage}]`);
   const client = await RedfishClient.connect(values);
   try {
-    await client.action(actionUri(slotId, 'EjectMedia'), {});
+    await client.action(virtualMediaActionUri(slotId, 'EjectMedia'), {});
     process.stdout.write(`${slotId}: ejected\n`);
   } finally {
     await client.close();

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { actionUri, connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
+import { virtualMediaActionUri } from '../../contract/redfish.ts';
+import { connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
 
 /**
  * `vmedia insert <SlotId> <url> [--rw] [--image-user NAME --image-password-file FILE]`: InsertMedia on
@@ -30,7 +31,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const client = await RedfishClient.connect(values);
   try {
-    await client.action(actionUri(slotId, 'InsertMedia'), body);
+    await client.action(virtualMediaActionUri(slotId, 'InsertMedia'), body);
     process.stdout.write(`${slotId}: inserted ${url}\n`);
   } finally {
     await client.close();

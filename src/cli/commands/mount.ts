@@ -4,16 +4,11 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import type { WebSocket } from 'ws';
 import { MAX_MESSAGE_BYTES } from '../../contract/bridge.ts';
+import { virtualMediaActionUri, virtualMediaMemberUri } from '../../contract/redfish.ts';
 import { serveNbd } from '../../nbd/server/serve.ts';
 import { NodeWebSocketConnection as WebSocketConnection } from '../../transport/node-websocket-connection.ts';
 import { LocalFileDevice } from '../file-device.ts';
-import {
-  actionUri,
-  connectionOptions,
-  connectionUsage,
-  memberUri,
-  RedfishClient,
-} from '../redfish-client.ts';
+import { connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
 
 const MiB = 1024 * 1024;
 const PROGRESS_INTERVAL_MS = 500;
@@ -41,7 +36,7 @@ export async function run(argv: string[]): Promise<void> {
     throw error;
   });
   try {
-    const member = await client.get(memberUri(slotId));
+    const member = await client.get(virtualMediaMemberUri(slotId));
     const endpoint: unknown = member?.Oem?.OpenBMC?.WebSocketEndpoint;
     if (typeof endpoint !== 'string' || !endpoint) throw new Error(`${slotId} is not a Proxy slot`);
     const ws = client.webSocket(endpoint);
@@ -103,7 +98,7 @@ async function serve(
     progress.note('ejecting');
     // The eject ends the session on the server; closing the WebSocket afterwards covers a failed eject.
     void client
-      .action(actionUri(where.slotId, 'EjectMedia'), {})
+      .action(virtualMediaActionUri(where.slotId, 'EjectMedia'), {})
       .catch((error: Error) => process.stderr.write(`\nvmedia mount: eject failed: ${error.message}\n`))
       .finally(() => connection.close(1000, 'ejected by the user'));
   };

@@ -1,5 +1,4 @@
 import { parseArgs } from 'node:util';
-import { provisionAdmin } from '../../auth/provision.ts';
 import { VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
 import { createLogger } from '../../log.ts';
 import { startServer } from '../../server/app.ts';
@@ -22,27 +21,25 @@ export async function run(argv: string[]): Promise<void> {
   if (Boolean(values.cert) !== Boolean(values.key)) throw new Error('--cert and --key go together');
   const { environment, paths, busAddress } = await daemonSettings(values);
 
-  const { generatedPassword } = await provisionAdmin(environment.stateDir, environment.adminPassword);
-  if (generatedPassword) {
-    const file = paths.adminPassword;
-    process.stdout.write(
-      `vmedia server: created user 'admin' with password ${generatedPassword} (also in ${file})\n`,
-    );
-  }
-
   const logger = createLogger('server');
   const virtualMedia = await VirtualMediaDbusClient.connect({
     address: busAddress,
     logger,
   });
-  const { app, url } = await startServer({
+  const { app, url, generatedPassword } = await startServer({
     stateDir: environment.stateDir,
+    adminPassword: environment.adminPassword,
     host: environment.host,
     port: environment.port,
     logger,
     virtualMedia,
     ...(values.cert && values.key ? { tls: { certFile: values.cert, keyFile: values.key } } : {}),
   });
+  if (generatedPassword) {
+    process.stdout.write(
+      `vmedia server: created user 'admin' with password ${generatedPassword} (also in ${paths.adminPassword})\n`,
+    );
+  }
   process.stdout.write(`vmedia server ready: ${url}\n`);
 
   await new Promise<void>((resolve) => {

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
-import { connectionOptions, connectionUsage, RedfishClient, virtualMediaUri } from '../redfish-client.ts';
+import { virtualMediaUri } from '../../contract/redfish.ts';
+import { connectionOptions, connectionUsage, RedfishClient } from '../redfish-client.ts';
 
 interface SlotRow {
   SlotId: string;

@@ -1,11 +1,10 @@
 /**
- * In-memory building blocks, environment-agnostic: a connected pair of `NbdConnection`s (a pipe with
- * backpressure) and a sparse `BlockDevice` held in RAM. Used by tests, and usable wherever a server and
- * a client live in the same process.
+ * In-memory NBD test doubles: a connected pair of `NbdConnection`s (a pipe with backpressure) and a
+ * sparse `BlockDevice` held in RAM, for running a server and a client in the test process.
  */
-import type { BlockDevice, BlockSizeConstraints } from './block-device.ts';
-import { chunkSpans } from './chunk-spans.ts';
-import type { NbdConnection } from './connection.ts';
+import type { BlockDevice, BlockSizeConstraints } from '../../src/nbd/block-device.ts';
+import { chunkSpans } from '../../src/nbd/chunk-spans.ts';
+import type { NbdConnection } from '../../src/nbd/connection.ts';
 
 class Pipe {
   private readonly chunks: Uint8Array[] = [];

@@ -1,0 +1,88 @@
+import type { FastifyInstance } from 'fastify';
+import fastifyPlugin from 'fastify-plugin';
+import accountService from '../../schemas/AccountService.json' with { type: 'json' };
+import collection from '../../schemas/Collection.json' with { type: 'json' };
+import computerSystem from '../../schemas/ComputerSystem.json' with { type: 'json' };
+import common from '../../schemas/common.json' with { type: 'json' };
+import manager from '../../schemas/Manager.json' with { type: 'json' };
+import managerAccount from '../../schemas/ManagerAccount.json' with { type: 'json' };
+import redfishError from '../../schemas/RedfishError.json' with { type: 'json' };
+import role from '../../schemas/Role.json' with { type: 'json' };
+import accountServicePatchRequest from '../../schemas/requests/AccountServicePatch.json' with {
+  type: 'json',
+};
+import ejectMediaRequest from '../../schemas/requests/EjectMedia.json' with { type: 'json' };
+import insertMediaRequest from '../../schemas/requests/InsertMedia.json' with { type: 'json' };
+import managerAccountCreateRequest from '../../schemas/requests/ManagerAccountCreate.json' with {
+  type: 'json',
+};
+import managerAccountPatchRequest from '../../schemas/requests/ManagerAccountPatch.json' with {
+  type: 'json',
+};
+import sessionCreateRequest from '../../schemas/requests/SessionCreate.json' with { type: 'json' };
+import sessionServicePatchRequest from '../../schemas/requests/SessionServicePatch.json' with {
+  type: 'json',
+};
+import virtualMediaPatchRequest from '../../schemas/requests/VirtualMediaPatch.json' with { type: 'json' };
+import serviceRoot from '../../schemas/ServiceRoot.json' with { type: 'json' };
+import session from '../../schemas/Session.json' with { type: 'json' };
+import sessionService from '../../schemas/SessionService.json' with { type: 'json' };
+import task from '../../schemas/Task.json' with { type: 'json' };
+import taskService from '../../schemas/TaskService.json' with { type: 'json' };
+import virtualMedia from '../../schemas/VirtualMedia.json' with { type: 'json' };
+
+/**
+ * The project's own JSON Schemas (top-level `schemas/`, one file per resource and request body), imported
+ * rather than read from disk so a bundled build carries them. Fastify gets each by its `$id`: routes
+ * name them in `schema.body` (request validation) and `schema.response` (serialization by
+ * fast-json-stringify, which also drops anything a schema does not declare). Tests validate every body
+ * the server sends against the same files.
+ */
+export const redfishSchemas: readonly { $id: string }[] = [
+  common,
+  redfishError,
+  collection,
+  accountService,
+  computerSystem,
+  manager,
+  managerAccount,
+  role,
+  serviceRoot,
+  session,
+  sessionService,
+  task,
+  taskService,
+  virtualMedia,
+  sessionCreateRequest,
+  sessionServicePatchRequest,
+  accountServicePatchRequest,
+  managerAccountCreateRequest,
+  managerAccountPatchRequest,
+  insertMediaRequest,
+  ejectMediaRequest,
+  virtualMediaPatchRequest,
+];
+
+export type SchemaId = string;
+
+/** `{ $ref: 'VirtualMedia.json#' }`: a schema by its `$id`, for `schema.body` and `schema.response`. */
+export function schemaRef(id: SchemaId): { $ref: string } {
+  let ref = refs.get(id);
+  if (!ref) {
+    if (!redfishSchemas.some((schema) => schema.$id === id)) throw new Error(`no schema ${id} in schemas/`);
+    ref = { $ref: `${id}#` };
+    refs.set(id, ref);
+  }
+  return ref;
+}
+
+// One object per schema: Fastify caches a compiled serializer per schema object.
+const refs = new Map<SchemaId, { $ref: string }>();
+
+/** Registers every schema before any route refers to one. */
+export const redfishSchemasPlugin = fastifyPlugin(
+  async (app: FastifyInstance) => {
+    for (const schema of redfishSchemas) app.addSchema(schema);
+  },
+  { name: 'vmedia-redfish-schemas' },
+);
