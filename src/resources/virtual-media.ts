@@ -230,7 +230,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
       config: { ...configureManager, action: INSERT_ACTION },
       schema: {
         tags,
-        summary: 'Insert an image from an HTTPS or SMB URI (Legacy slots); 202 with a task',
+        summary: 'Insert an image from an HTTPS URI (Legacy slots); 202 with a task',
         params: slotParams,
         body: schemaRef('requests/InsertMedia.json'),
         response: { 202: schemaRef('Task.json') },

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { BlockDevice } from '../../src/nbd/block-device.ts';
 import { ByteReader } from '../../src/nbd/byte-reader.ts';
 import type { NbdConnection } from '../../src/nbd/connection.ts';
+import { encodeInfoRequest } from '../../src/nbd/protocol.ts';
 import { type ServeNbdOptions, serveNbd } from '../../src/nbd/server/serve.ts';
 import { viewOf } from '../../src/nbd/wire.ts';
 import { connectionFromSocket } from '../../src/transport/socket-connection.ts';
@@ -221,16 +222,7 @@ export function u16(value: number): Uint8Array {
 
 /** NBD_OPT_GO / NBD_OPT_INFO data: name, then the information requests. */
 export function goData(name: string, infos: number[] = []): Uint8Array {
-  const encoded = new TextEncoder().encode(name);
-  const data = new Uint8Array(4 + encoded.length + 2 + 2 * infos.length);
-  const view = viewOf(data);
-  view.setUint32(0, encoded.length);
-  data.set(encoded, 4);
-  view.setUint16(4 + encoded.length, infos.length);
-  infos.forEach((info, i) => {
-    view.setUint16(6 + encoded.length + 2 * i, info);
-  });
-  return data;
+  return encodeInfoRequest(name, infos);
 }
 
 /**
