@@ -247,6 +247,16 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     `${virtualMediaUri}/:slotId/Actions/${EJECT_ACTION}`,
     {
       config: { ...configureManager, action: EJECT_ACTION },
+      // EjectMedia takes no parameters: no body and an empty body mean `{}` (docs/contract.md §3),
+      // as clients send all three. Anything else is still checked against the (empty) schema.
+      onRequest: (request, _reply, done) => {
+        if (request.headers['content-length'] === '0') delete request.headers['content-type'];
+        done();
+      },
+      preValidation: (request, _reply, done) => {
+        request.body ??= {};
+        done();
+      },
       schema: {
         tags,
         summary: 'Eject the medium (both modes); 204, or 202 with a task when it takes longer',

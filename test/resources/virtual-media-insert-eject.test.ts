@@ -133,9 +133,21 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
     assert.deepEqual(await stack.harness.servicePids(), []);
   });
 
-  test('EjectMedia on an empty slot is a no-op success', async () => {
-    const response = await request('POST', ejectUri, { body: {} });
-    assert.equal(response.status, 204);
+  test('EjectMedia on an empty slot is a no-op success, with `{}`, an empty JSON body or no body', async () => {
+    assert.equal((await request('POST', ejectUri, { body: {} })).status, 204);
+    const empty = await request('POST', ejectUri, {
+      rawBody: '',
+      headers: { 'Content-Type': 'application/json' },
+    });
+    assert.equal(empty.status, 204, empty.text);
+    const none = await request('POST', ejectUri);
+    assert.equal(none.status, 204, none.text);
+    const parameter = await request('POST', ejectUri, { body: { Image: 'x' } });
+    assert.equal(parameter.status, 400);
+    assert.equal(
+      parameter.json.error['@Message.ExtendedInfo'][0].MessageId,
+      'Base.1.22.1.ActionParameterUnknown',
+    );
   });
 
   test('no response ever carried the image password', () => {
