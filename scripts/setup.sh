@@ -9,7 +9,8 @@ runtime=(dbus-daemon:dbus nbdkit:nbdkit nbdinfo:libnbd-bin)
 testing=(nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-nbd:qemu-utils nbd-client:nbd-client
   chromium:chromium smbd:samba smbclient:smbclient websockify:websockify redfishtool:redfishtool
   openssl:openssl curl:curl nginx:nginx xmllint:libxml2-utils
-  qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod)
+  qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod
+  systemd-analyze:systemd dbus-send:dbus setpriv:util-linux)
 wanted=("${runtime[@]}")
 [[ "${1:-}" == "--test" ]] && wanted+=("${testing[@]}")
 

@@ -2,12 +2,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readEnvironment, statePaths } from '../../config/environment.ts';
 import { type PrivateBus, startPrivateBus } from '../../dbus/private-bus.ts';
 
-const vmediaBin = fileURLToPath(new URL('../../../bin/vmedia.js', import.meta.url));
+// The children run the same program this process was started as: bin/vmedia.js, or dist/vmedia.mjs.
+const vmediaBin = process.argv[1]!;
 const RESTART_DELAY_MS = 1000;
 
 /**
