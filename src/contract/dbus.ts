@@ -29,6 +29,8 @@ export const Errno = {
   EIO: 5,
   EACCES: 13,
   EBUSY: 16,
+  /** No USB device controller is free to bind a slot's gadget to (usb-gadget host). */
+  ENODEV: 19,
   EINVAL: 22,
   ENOTSUP: 95,
   ECONNREFUSED: 111,

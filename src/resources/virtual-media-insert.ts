@@ -150,6 +150,13 @@ export function insertOutcome(errno: number, image: string): TaskOutcome {
       return outcome(400, redfishMessage('ResourceAtUriInUnknownFormat', [shown]));
     case Errno.EBUSY:
       return outcome(504, redfishMessage('OperationTimeout', []));
+    case Errno.ENODEV:
+      // Every USB device controller carries another slot's medium (or the BMC has none).
+      return outcome(503, {
+        ...redfishMessage('OperationFailed', []),
+        Resolution:
+          'No USB device controller is free to present the medium to the host. Eject the media of another VirtualMedia slot and resubmit the request.',
+      });
     case Errno.ECANCELED:
       return outcome(409, redfishMessage('ResourceInUse', []));
     default:

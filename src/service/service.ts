@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import dbus, { type MessageBus } from 'dbus-next';
 import { Errno, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
@@ -14,6 +15,7 @@ import {
 } from './dbus/slot-objects.ts';
 import { MountFailure } from './errors.ts';
 import type { AttachHost } from './host/attachment.ts';
+import { nameOwner, recoverLeftovers } from './recovery.ts';
 import { type MountContext, type MountedMedium, Slot, type SlotTiming } from './slot.ts';
 import { checkLegacyUrl, startHttpsSource } from './sources/legacy-https.ts';
 import { proxySource } from './sources/proxy.ts';
@@ -102,10 +104,7 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
   const variantHandler = legacyMountVariantHandler(bus, legacyMounts);
   bus.addMethodHandler(variantHandler);
 
-  const reply = await bus.requestName(SERVICE_NAME, dbus.NameFlag.DO_NOT_QUEUE);
-  if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) {
-    throw new Error(`${SERVICE_NAME} is already owned on this bus`);
-  }
+  await claimName(bus, config, options.attachHost, log);
   return {
     slots,
     async stop() {
@@ -114,6 +113,31 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
       await bus.releaseName(SERVICE_NAME).catch(() => undefined);
     },
   };
+}
+
+const NAME_RETRY_MS = 5000;
+const NAME_RETRY_INTERVAL_MS = 100;
+
+/**
+ * Takes the bus name, first cleaning up after a predecessor that died without its own cleanup. A
+ * running owner is another service: nothing is touched and the start fails. An owner whose process
+ * is gone is a killed service whose connection something still holds (a helper that inherited its
+ * socket): its leftovers are removed, which also closes that connection, so the name is retried
+ * until the bus daemon has noticed.
+ */
+async function claimName(bus: MessageBus, config: ServiceConfig, attachHost: AttachHost, log: Logger) {
+  const owner = await nameOwner(bus);
+  if (owner.state === 'alive') {
+    throw new Error(`${SERVICE_NAME} is already owned on this bus (by running process ${owner.pid})`);
+  }
+  const killed = await recoverLeftovers(config.slots, attachHost, log);
+  const deadline = Date.now() + (owner.state === 'dead' || killed > 0 ? NAME_RETRY_MS : 0);
+  for (;;) {
+    const reply = await bus.requestName(SERVICE_NAME, dbus.NameFlag.DO_NOT_QUEUE);
+    if (reply === dbus.RequestNameReply.PRIMARY_OWNER) return;
+    if (Date.now() >= deadline) throw new Error(`${SERVICE_NAME} is already owned on this bus`);
+    await sleep(NAME_RETRY_INTERVAL_MS);
+  }
 }
 
 async function readSecret(fd: number, signal: AbortSignal) {

@@ -20,6 +20,11 @@ export interface ServiceHarnessOptions {
   /** More `vmedia service` arguments (--sysfs-root, --nbd-client, …). */
   args?: string[];
   env?: Record<string, string>;
+  /**
+   * Run on another harness's bus and state dir (a service restarted after the first one died), or on
+   * a prepared one. Its owner stops the bus and removes the directory; this harness's stop does not.
+   */
+  shared?: { dir: string; stateDir: string; bus: PrivateBus };
 }
 
 export interface ServiceHarness {
@@ -57,10 +62,11 @@ export interface ServiceHarness {
  * who needs a real VirtualMedia service on a bus (the Redfish VirtualMedia tests).
  */
 export async function startServiceHarness(options: ServiceHarnessOptions = {}): Promise<ServiceHarness> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-service-'));
-  const stateDir = path.join(dir, 'state');
-  await fs.mkdir(stateDir);
-  const bus = await startPrivateBus(dir);
+  const { shared } = options;
+  const dir = shared?.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-service-')));
+  const stateDir = shared?.stateDir ?? path.join(dir, 'state');
+  if (!shared) await fs.mkdir(stateDir);
+  const bus = shared?.bus ?? (await startPrivateBus(dir));
   const args = [vmediaBin, 'service', '--bus-address', bus.address, '--state-dir', stateDir];
   args.push('--host-mode', options.hostMode ?? 'emulated', ...(options.args ?? []));
   if (options.config !== undefined) {
@@ -156,6 +162,7 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
         service.kill('SIGTERM');
         await once(service, 'exit');
       }
+      if (shared) return;
       await bus.stop();
       await fs.rm(dir, { recursive: true, force: true });
     },

@@ -1,3 +1,4 @@
+import type { Logger } from '../../log.ts';
 import type { SlotConfig } from '../config.ts';
 import type { IoStats, MountContext } from '../slot.ts';
 import type { MediumSource } from '../sources/source.ts';
@@ -21,4 +22,11 @@ export interface HostAttachment {
 }
 
 /** Attaches the source to the host; everything it creates is registered on `context.cleanup`. */
-export type AttachHost = (request: AttachRequest, context: MountContext) => Promise<HostAttachment>;
+export interface AttachHost {
+  (request: AttachRequest, context: MountContext): Promise<HostAttachment>;
+  /**
+   * At service start, before any mount: removes what the attachments of a service that died without
+   * its cleanup (SIGKILL, a crash) left behind for these slots.
+   */
+  recover?(slots: SlotConfig[], log: Logger): Promise<void>;
+}

@@ -19,7 +19,12 @@ const CLOSE_GRACE_MS = 2000;
  * qemu's usb-storage) reads it as the host would. I/O through that export is what Stats count.
  */
 export function emulatedHost(hostDir: string): AttachHost {
-  return (request, context) => attachEmulated(hostDir, request, context);
+  const attach: AttachHost = (request, context) => attachEmulated(hostDir, request, context);
+  // A killed service leaves its host export sockets; nothing listens on them any more.
+  attach.recover = async (slots) => {
+    await Promise.all(slots.map((slot) => fs.rm(path.join(hostDir, `${slot.slotId}.sock`), { force: true })));
+  };
+  return attach;
 }
 
 async function attachEmulated(

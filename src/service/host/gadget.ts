@@ -24,7 +24,8 @@ const CONFIGFS_MAGIC = 0x62656570;
 const FUNCTION = 'functions/mass_storage.usb0';
 const CONFIG = 'configs/c.1';
 
-function gadgetDir(slotId: string): string {
+/** A slot's gadget, relative to the configfs root; the name tells a later service which gadgets are its own. */
+export function gadgetDir(slotId: string): string {
   return `usb_gadget/mass-storage-${slotId}`;
 }
 

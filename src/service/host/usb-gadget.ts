@@ -5,14 +5,33 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Errno } from '../../contract/dbus.ts';
-import { spawnChild } from '../child.ts';
+import type { Logger } from '../../log.ts';
+import { processAlive, spawnChild } from '../child.ts';
+import type { SlotConfig } from '../config.ts';
 import { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
 import type { AttachHost, AttachRequest, HostAttachment } from './attachment.ts';
-import { ConfigfsWriter, type GadgetStep, gadgetCreateSteps, gadgetTeardownSteps } from './gadget.ts';
+import {
+  ConfigfsWriter,
+  type GadgetStep,
+  gadgetCreateSteps,
+  gadgetDir,
+  gadgetTeardownSteps,
+} from './gadget.ts';
 
 const READY_POLL_MS = 100;
 const DISCONNECT_TIMEOUT_MS = 10_000;
+/** `/sys/block/<dev>/size` counts 512-byte sectors whatever the device's block size. */
+const SYSFS_SECTOR = 512;
+/**
+ * The largest medium the gadget presents whole as a CD-ROM. f_mass_storage's `fsg_lun_open`
+ * (drivers/usb/gadget/function/storage_common.c) uses 2048-byte blocks for a CD-ROM and, when the
+ * file has `num_sectors >= 256*60*75` of them (256 minutes of 75 frames a second, what an MSF
+ * address in READ TOC can express), logs "file too big" and keeps only the first 256*60*75 - 1:
+ * the host would see a CD cut short at 2 359 293 952 bytes. So an image of at least
+ * 256 * 60 * 75 * 2048 = 2 359 296 000 bytes (about 2.36 GB) is presented as a removable disk.
+ */
+export const CDROM_MAX_BYTES = 256 * 60 * 75 * 2048;
 
 export interface UsbGadgetOptions {
   sysfsRoot: string;
@@ -27,7 +46,9 @@ export interface UsbGadgetOptions {
  * gadget backed by /dev/nbdN, bound to a free UDC. Stats come from `/sys/block/nbdN/stat`.
  */
 export function usbGadgetHost(options: UsbGadgetOptions): AttachHost {
-  return (request, context) => attachUsbGadget(options, request, context);
+  const attach: AttachHost = (request, context) => attachUsbGadget(options, request, context);
+  attach.recover = (slots, log) => recoverUsbGadget(options, slots, log);
+  return attach;
 }
 
 /** `nbd-client` argv per docs/contract.md §2 (`-L`: no netlink, or nbd-client 3.24 hands off and exits). */
@@ -53,12 +74,11 @@ async function attachUsbGadget(
 ): Promise<HostAttachment> {
   const { config } = request;
   const blockDir = path.join(options.sysfsRoot, 'block', path.basename(config.nbdDevice));
-  const nbdClient = spawnChild(options.nbdClient, nbdClientArgs(request), context);
-  context.cleanup.defer(`disconnect ${config.nbdDevice}`, async () => {
-    await promisify(execFile)(options.nbdClient, ['-d', config.nbdDevice], {
-      timeout: DISCONNECT_TIMEOUT_MS,
-    });
+  const nbdClient = spawnChild(options.nbdClient, nbdClientArgs(request), {
+    ...context,
+    pidFile: nbdClientPidFile(config),
   });
+  context.cleanup.defer(`disconnect ${config.nbdDevice}`, () => disconnect(options, config.nbdDevice));
   let exited = false;
   void nbdClient.exited.then(() => {
     exited = true;
@@ -70,24 +90,80 @@ async function attachUsbGadget(
     await sleep(READY_POLL_MS);
   }
 
+  // nbd-client sets the device read-only when the export has NBD_FLAG_READ_ONLY.
+  const exportReadOnly = readFlag(blockDir, 'ro');
+  const sizeBytes = readSize(blockDir) * SYSFS_SECTOR;
+  const iso = /\.iso$/i.test(new URL(request.imageUrl, 'file:///').pathname);
+  const cdrom = iso && sizeBytes < CDROM_MAX_BYTES;
+  if (iso && !cdrom) {
+    context.log.info(
+      { sizeBytes, cdromMaxBytes: CDROM_MAX_BYTES },
+      'ISO image too large for the gadget CD-ROM: presenting it as a removable disk',
+    );
+  }
+  const writeProtected = request.writeProtected || exportReadOnly || cdrom;
   const configfs = new ConfigfsWriter(options.configfsRoot, context.log, options.onGadgetStep);
   const udc = await freeUdc(options);
   context.cleanup.defer('remove the USB gadget', () => configfs.undo(gadgetTeardownSteps(config.slotId)));
-  const cdrom = /\.iso$/i.test(new URL(request.imageUrl, 'file:///').pathname);
   await configfs.apply(
-    gadgetCreateSteps({
-      slotId: config.slotId,
-      nbdDevice: config.nbdDevice,
-      writeProtected: request.writeProtected,
-      cdrom,
-      udc,
-    }),
+    gadgetCreateSteps({ slotId: config.slotId, nbdDevice: config.nbdDevice, writeProtected, cdrom, udc }),
   );
   return {
-    writeProtected: request.writeProtected || cdrom,
+    writeProtected,
     stats: () => readBlockStats(blockDir),
     lost: nbdClient.exited.then(() => Errno.EIO),
   };
+}
+
+/** Where the pid of a slot's nbd-client is kept while it runs, next to nbdkit's pidfile. */
+export function nbdClientPidFile(config: SlotConfig): string {
+  return path.join(path.dirname(config.unixSocket), `${config.slotId}.nbd-client.pid`);
+}
+
+async function disconnect(options: UsbGadgetOptions, nbdDevice: string): Promise<void> {
+  await promisify(execFile)(options.nbdClient, ['-d', nbdDevice], { timeout: DISCONNECT_TIMEOUT_MS });
+}
+
+/**
+ * After a service died without its cleanup: its gadgets (`mass-storage-<SlotId>` of these slots) are
+ * unbound and removed, which lets go of /dev/nbdN, then every slot device still connected to an
+ * nbd-client that is gone (`/sys/block/nbdN/pid` names a dead process, or no pid but a size) is
+ * disconnected with `nbd-client -d`. A device held by a live nbd-client is not ours to take: warned.
+ */
+async function recoverUsbGadget(options: UsbGadgetOptions, slots: SlotConfig[], log: Logger): Promise<void> {
+  const configfs = new ConfigfsWriter(options.configfsRoot, log, options.onGadgetStep);
+  for (const slot of slots) {
+    const gadget = path.join(options.configfsRoot, gadgetDir(slot.slotId));
+    if (!fs.existsSync(gadget)) continue;
+    log.warn({ slot: slot.slotId, gadget }, 'removing a USB gadget left by a previous service');
+    await configfs.undo(gadgetTeardownSteps(slot.slotId));
+  }
+  for (const slot of slots) {
+    const blockDir = path.join(options.sysfsRoot, 'block', path.basename(slot.nbdDevice));
+    const pid = Number(readText(path.join(blockDir, 'pid'))) || undefined;
+    if (pid === undefined && readSize(blockDir) === 0) continue;
+    if (pid !== undefined && processAlive(pid)) {
+      log.warn({ device: slot.nbdDevice, pid }, 'NBD device is held by a running nbd-client: left alone');
+      continue;
+    }
+    log.warn({ device: slot.nbdDevice, pid }, 'disconnecting an NBD device left by a previous service');
+    await disconnect(options, slot.nbdDevice).catch((error: unknown) =>
+      log.error({ err: error, device: slot.nbdDevice }, 'cannot disconnect a stale NBD device'),
+    );
+  }
+}
+
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A sysfs boolean such as `/sys/block/nbdN/ro`; missing reads as false. */
+function readFlag(blockDir: string, name: string): boolean {
+  return readText(path.join(blockDir, name)) === '1';
 }
 
 /** `/sys/block/nbdN/size` in sectors: > 0 once nbd-client has connected the device. */
@@ -105,7 +181,7 @@ function readBlockStats(blockDir: string): { readIO: bigint; writeIO: bigint } {
   return { readIO: BigInt(fields[0] ?? 0), writeIO: BigInt(fields[4] ?? 0) };
 }
 
-/** The first UDC under `<sysfs>/class/udc` that no gadget in configfs is bound to. */
+/** The first UDC under `<sysfs>/class/udc` that no gadget in configfs is bound to: one UDC per mounted slot. */
 async function freeUdc(options: UsbGadgetOptions): Promise<string> {
   const all = await fsp.readdir(path.join(options.sysfsRoot, 'class', 'udc')).catch(() => [] as string[]);
   const gadgets = path.join(options.configfsRoot, 'usb_gadget');
@@ -115,6 +191,14 @@ async function freeUdc(options: UsbGadgetOptions): Promise<string> {
     if (udc.trim()) bound.add(udc.trim());
   }
   const udc = all.sort().find((name) => !bound.has(name));
-  if (!udc) throw new MountFailure(Errno.EBUSY, 'no free USB device controller to bind the gadget to');
+  // ENODEV, not EBUSY: EBUSY means the mount timed out, and InsertMedia would report OperationTimeout.
+  if (!udc) {
+    throw new MountFailure(
+      Errno.ENODEV,
+      all.length === 0
+        ? 'no USB device controller to bind the gadget to'
+        : `no free USB device controller: all ${all.length} are bound to other gadgets`,
+    );
+  }
   return udc;
 }

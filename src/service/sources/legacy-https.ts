@@ -28,6 +28,11 @@ export function checkLegacyUrl(imageUrl: string): URL {
   return checked.url;
 }
 
+/** nbdkit's `--pidfile`: written once it listens, and how a later service finds a leftover nbdkit. */
+export function nbdkitPidFile(config: SlotConfig): string {
+  return path.join(path.dirname(config.unixSocket), `${config.slotId}.nbdkit.pid`);
+}
+
 export interface HttpsSourceOptions {
   config: SlotConfig;
   url: URL;
@@ -49,7 +54,7 @@ export async function startHttpsSource(
 ): Promise<MediumSource> {
   const { config, credentials } = options;
   const socketPath = config.unixSocket;
-  const pidFile = path.join(path.dirname(socketPath), `${config.slotId}.nbdkit.pid`);
+  const pidFile = nbdkitPidFile(config);
   await Promise.all([fs.rm(socketPath, { force: true }), fs.rm(pidFile, { force: true })]);
   context.cleanup.defer('remove nbdkit socket and pidfile', async () => {
     await Promise.all([fs.rm(socketPath, { force: true }), fs.rm(pidFile, { force: true })]);
