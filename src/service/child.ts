@@ -1,7 +1,6 @@
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from '../log.ts';
 import type { CleanupStack } from './cleanup.ts';
 
@@ -92,7 +91,7 @@ let warnedNoSetpriv = false;
 
 /** `setpriv --pdeathsig KILL -- command args…` when setpriv exists, else the command as is (warned once). */
 function withParentDeathSignal(command: string, args: string[], log: Logger): [string, string[]] {
-  setpriv ??= { path: findOnPath('setpriv') };
+  setpriv ??= { path: findSetpriv() };
   if (setpriv.path) return [setpriv.path, ['--pdeathsig', 'KILL', '--', command, ...args]];
   if (!warnedNoSetpriv) {
     warnedNoSetpriv = true;
@@ -101,10 +100,9 @@ function withParentDeathSignal(command: string, args: string[], log: Logger): [s
   return [command, args];
 }
 
-function findOnPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
+/** util-linux's setpriv where distributions and OpenBMC install it (looked up once). */
+function findSetpriv(): string | null {
+  for (const candidate of ['/usr/bin/setpriv', '/bin/setpriv']) {
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
       return candidate;
