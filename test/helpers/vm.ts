@@ -29,32 +29,55 @@ export const vmCacheDir = process.env.VMEDIA_VM_CACHE ?? '/var/tmp/vmedia-vm';
 const GUEST_PORT = 8443;
 const BOOT_TIMEOUT_MS = 180_000;
 
+/** Where the guest has tmpfs instead of this machine's files (scripts/vm/build.sh's init). */
+const GUEST_TMPFS = ['/tmp', '/run', '/var/log', '/var/lib/nginx', '/var/cache', '/root'];
+
+function hiddenInGuest(file: string): boolean {
+  return GUEST_TMPFS.some((dir) => file === dir || file.startsWith(`${dir}/`));
+}
+
+let guestShare: Promise<string> | undefined;
+
 /**
- * How the guest runs vmedia: from the bundle of `npm run build` (as on a BMC), or with
- * VMEDIA_VM_FROM_SOURCE set from the repository's sources; VMEDIA_VM_COMMAND overrides both.
+ * A folder of this test process under the cache, which the guest sees at the same path even when the
+ * checkout is somewhere it does not (a clone under /tmp): the guest agent and the dist/ bundle go
+ * there. Removed when the process exits; folders of test processes that are gone are removed first.
+ */
+function sharedWithGuest(): Promise<string> {
+  guestShare ??= (async () => {
+    if (hiddenInGuest(vmCacheDir)) {
+      throw new Error(`VMEDIA_VM_CACHE=${vmCacheDir} is under a folder the guest replaces with tmpfs`);
+    }
+    await fsp.mkdir(vmCacheDir, { recursive: true });
+    for (const entry of await fsp.readdir(vmCacheDir)) {
+      const pid = /^run-(\d+)$/.exec(entry)?.[1];
+      if (pid && !processAlive(Number(pid))) await fsp.rm(path.join(vmCacheDir, entry), { recursive: true });
+    }
+    const dir = path.join(vmCacheDir, `run-${process.pid}`);
+    await fsp.rm(dir, { recursive: true, force: true });
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    await fsp.mkdir(dir);
+    await fsp.copyFile(agentScript, path.join(dir, 'agent.mjs'));
+    return dir;
+  })();
+  return guestShare;
+}
+
+let distBuild: Promise<string> | undefined;
+
+/**
+ * How the guest runs vmedia: from a fresh `npm run build` of this checkout (as on a BMC), built once
+ * per test process; with VMEDIA_VM_FROM_SOURCE set, from the repository's sources (the checkout must
+ * then be where the guest sees it); VMEDIA_VM_COMMAND overrides both.
  */
 export async function guestVmediaCommand(): Promise<string> {
   if (process.env.VMEDIA_VM_COMMAND) return process.env.VMEDIA_VM_COMMAND;
-  return (await distCommand()) ?? `node ${repoRoot}/bin/vmedia.js`;
-}
-
-let distBuild: Promise<string | undefined> | undefined;
-
-/**
- * Builds the dist bundle once per test process into a folder the guest sees (under the cache), and
- * removes it when the process exits; folders of test processes that are gone are removed first.
- */
-function distCommand(): Promise<string | undefined> {
+  if (process.env.VMEDIA_VM_FROM_SOURCE) {
+    if (hiddenInGuest(repoRoot)) throw new Error(`the guest cannot see the checkout at ${repoRoot}`);
+    return `node ${repoRoot}/bin/vmedia.js`;
+  }
   distBuild ??= (async () => {
-    if (process.env.VMEDIA_VM_FROM_SOURCE) return undefined;
-    await fsp.mkdir(vmCacheDir, { recursive: true });
-    for (const entry of await fsp.readdir(vmCacheDir)) {
-      const pid = /^dist-(\d+)$/.exec(entry)?.[1];
-      if (pid && !processAlive(Number(pid))) await fsp.rm(path.join(vmCacheDir, entry), { recursive: true });
-    }
-    const outDir = path.join(vmCacheDir, `dist-${process.pid}`);
-    await fsp.rm(outDir, { recursive: true, force: true });
-    process.once('exit', () => fs.rmSync(outDir, { recursive: true, force: true }));
+    const outDir = path.join(await sharedWithGuest(), 'dist');
     await execFileAsync(process.execPath, ['--import', 'tsx', 'scripts/build.ts', '--outdir', outDir], {
       cwd: repoRoot,
       timeout: 300_000,
@@ -151,6 +174,7 @@ async function freePort(): Promise<number> {
 
 export async function startVm(options: { memoryMb?: number; cpus?: number } = {}): Promise<Vm> {
   const { kernel, initrd } = await buildVmImage();
+  const agent = path.join(await sharedWithGuest(), 'agent.mjs');
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'vmedia-vm-'));
   const socketPath = path.join(dir, 'ctl.sock');
   const consoleLog = path.join(dir, 'console.log');
@@ -165,7 +189,7 @@ export async function startVm(options: { memoryMb?: number; cpus?: number } = {}
     ],
     ...['-nodefaults', '-display', 'none', '-no-reboot', '-serial', `file:${consoleLog}`],
     ...['-kernel', kernel, '-initrd', initrd],
-    ...['-append', `console=ttyS0 quiet panic=-1 vmedia.agent=${agentScript}`],
+    ...['-append', `console=ttyS0 quiet panic=-1 vmedia.agent=${agent}`],
     ...['-virtfs', 'local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap'],
     ...['-device', 'virtio-serial-pci', '-chardev', `socket,path=${socketPath},server=on,wait=off,id=ctl`],
     ...['-device', 'virtserialport,chardev=ctl,name=ctl'],
@@ -196,7 +220,7 @@ export async function startVm(options: { memoryMb?: number; cpus?: number } = {}
 
   const pending = new Map<number, Pending>();
   let nextId = 1;
-  let ready: ((uptime: number) => void) | undefined;
+  let ready: (() => void) | undefined;
   let socket: net.Socket | undefined;
   const failAll = (error: Error) => {
     for (const p of pending.values()) p.reject(error);
@@ -235,7 +259,7 @@ export async function startVm(options: { memoryMb?: number; cpus?: number } = {}
       } catch {
         return;
       }
-      if (message.event === 'ready') ready?.(message.uptime ?? 0);
+      if (message.event === 'ready') ready?.();
       if (message.id !== undefined) {
         const p = pending.get(message.id);
         pending.delete(message.id);
@@ -243,25 +267,24 @@ export async function startVm(options: { memoryMb?: number; cpus?: number } = {}
       }
     });
     socket.on('error', (error) => failAll(error));
-    const uptime = await new Promise<number>((resolve, reject) => {
-      ready = resolve;
-      const ping = setInterval(() => socket!.write(`${JSON.stringify({ id: 0, op: 'ping' })}\n`), 1000);
-      const timer = setTimeout(
-        () => reject(new Error(`the VM agent did not answer within ${BOOT_TIMEOUT_MS} ms\n${describe()}`)),
-        BOOT_TIMEOUT_MS,
-      );
-      void exited.then(() => reject(new Error(`the VM exited during boot\n${describe()}`)));
-      const done = () => {
-        clearInterval(ping);
-        clearTimeout(timer);
-      };
-      ready = (value) => {
-        done();
-        ready = undefined;
-        resolve(value);
-      };
-    });
-    void uptime;
+    // Ping until the agent answers; the ping and the deadline end whichever way the boot ends.
+    let ping: NodeJS.Timeout | undefined;
+    let deadline: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ready = () => resolve();
+        ping = setInterval(() => socket!.write(`${JSON.stringify({ id: 0, op: 'ping' })}\n`), 1000);
+        deadline = setTimeout(
+          () => reject(new Error(`the VM agent did not answer within ${BOOT_TIMEOUT_MS} ms\n${describe()}`)),
+          BOOT_TIMEOUT_MS,
+        );
+        void exited.then(() => reject(new Error(`the VM exited during boot\n${describe()}`)));
+      });
+    } finally {
+      ready = undefined;
+      clearInterval(ping);
+      clearTimeout(deadline);
+    }
   } catch (error) {
     await stop();
     throw error;
