@@ -329,7 +329,14 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
       },
       { what: 'the restarted service to be ready', timeoutMs: 120_000, intervalMs: 1000 },
     );
-    const member = (await stack.request('GET', `${VM_URI}/Slot_2`)).json;
+    // Until the server has found the new service on the bus, the member answers 503 (docs/contract.md §3).
+    const member = await waitFor(
+      async () => {
+        const response = await stack.request('GET', `${VM_URI}/Slot_2`);
+        return response.status === 200 && response.json;
+      },
+      { what: 'the server to serve Slot_2 from the restarted service', timeoutMs: 60_000, intervalMs: 500 },
+    );
     t.diagnostic(`after the restart: Inserted ${member.Inserted}`);
     // What the dead service left behind must be gone, and the slot usable again.
     await assertReleased(vm, 'Slot_2', 2, disk, 30_000);
