@@ -31,7 +31,7 @@ export interface SpawnChildOptions {
  * (SIGTERM, SIGKILL after a grace period) on `cleanup`, so it can never outlive the mount.
  *
  * Nor can it outlive the service, even one killed with SIGKILL, whose cleanup never runs:
- * - it is started through `setpriv --pdeathsig KILL --` (util-linux) when setpriv is on PATH, so the
+ * - it is started through `setpriv --pdeathsig KILL --` (util-linux) when it is installed, so the
  *   kernel kills it when the service dies. PR_SET_PDEATHSIG fires when the *thread* that forked the
  *   child exits; Node forks in uv_spawn on the main (event loop) thread, which lives exactly as long
  *   as the process. It survives exec (setpriv execs the command, so the pid is the command's), and
