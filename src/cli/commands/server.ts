@@ -3,6 +3,7 @@ import { VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts'
 import { createLogger } from '../../log.ts';
 import { startServer } from '../../server/app.ts';
 import { daemonOptions, daemonSettings } from '../daemon-options.ts';
+import { stopSignal } from '../stop-signal.ts';
 
 /**
  * `vmedia server`: the HTTPS Redfish server on VMEDIA_HOST:VMEDIA_PORT. Prints one line containing
@@ -35,6 +36,7 @@ export async function run(argv: string[]): Promise<void> {
     virtualMedia,
     ...(values.cert && values.key ? { tls: { certFile: values.cert, keyFile: values.key } } : {}),
   });
+  const stopRequested = stopSignal();
   if (generatedPassword) {
     process.stdout.write(
       `vmedia server: created user 'admin' with password ${generatedPassword} (also in ${paths.adminPassword})\n`,
@@ -42,16 +44,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   process.stdout.write(`vmedia server ready: ${url}\n`);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      app
-        .close()
-        .then(() => virtualMedia.close())
-        .then(resolve, resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await stopRequested;
+  await app.close().catch(() => undefined);
+  await virtualMedia.close().catch(() => undefined);
 }

@@ -10,6 +10,7 @@ import { chooseHostMode } from '../../service/host/select.ts';
 import { usbGadgetHost } from '../../service/host/usb-gadget.ts';
 import { startVirtualMediaService } from '../../service/service.ts';
 import { daemonOptions, daemonSettings } from '../daemon-options.ts';
+import { stopSignal } from '../stop-signal.ts';
 
 const HOST_MODES = ['auto', 'emulated', 'usb-gadget'] as const;
 
@@ -66,21 +67,19 @@ export async function run(argv: string[]): Promise<void> {
     { busName: SERVICE_NAME, hostMode, slots: config.slots.map((s) => s.slotId), stateDir },
     `${SERVICE_NAME} ready`,
   );
+  const stopRequested = stopSignal();
   // The readiness line launchers wait for, whatever the log level.
   process.stdout.write(`vmedia service ready: ${SERVICE_NAME} (host mode ${hostMode})\n`);
 
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'stopping: releasing every slot');
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    bus.on('error', (error) => {
-      log.error({ err: error }, 'lost the D-Bus connection');
-      resolve();
-    });
-  });
+  await Promise.race([
+    stopRequested.then((signal) => log.info({ signal }, 'stopping: releasing every slot')),
+    new Promise<void>((resolve) =>
+      bus.on('error', (error) => {
+        log.error({ err: error }, 'lost the D-Bus connection');
+        resolve();
+      }),
+    ),
+  ]);
   await service.stop();
   bus.disconnect();
   log.info('stopped');
