@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { RedfishResponse } from '../../src/cli/redfish-client.ts';
 import { CDROM_MAX_BYTES } from '../../src/service/host/usb-gadget.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
 import {
@@ -230,13 +231,7 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
         Image: `${IMAGE_ORIGIN}/disk.img`,
       });
       assert.equal(accepted.status, 202, JSON.stringify(accepted.json));
-      const final = await waitFor(
-        async () => {
-          const r = await stack.request('GET', String(accepted.headers.location));
-          return r.status !== 202 && r;
-        },
-        { what: 'the insert to fail', timeoutMs: 120_000, intervalMs: 500 },
-      );
+      const final = await taskOutcome(stack, accepted, 'the insert to fail');
       const [message] = final.json.error['@Message.ExtendedInfo'];
       t.diagnostic(`task monitor: ${final.status} ${message.MessageId}: ${message.Resolution}`);
       assert.equal(final.status, 503);
@@ -391,38 +386,36 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
 
 // ---------------------------------------------------------------------------------------------------
 
+/** Follows a task monitor until it stops answering 202: the task's outcome (docs/contract.md §3). */
+async function taskOutcome(stack: GuestStack, accepted: RedfishResponse, what: string, timeoutMs = 120_000) {
+  const monitor = String(accepted.headers.location);
+  return waitFor(
+    async () => {
+      const response = await stack.request('GET', monitor);
+      return response.status !== 202 && response;
+    },
+    { what, timeoutMs, intervalMs: 500 },
+  );
+}
+
 /** Inserts `image` into a Legacy slot over Redfish and follows the task to its end (204). */
 async function insert(stack: GuestStack, slot: string, image: string): Promise<void> {
   const response = await stack.request('POST', `${VM_URI}/${slot}/Actions/VirtualMedia.InsertMedia`, {
     Image: image,
   });
   assert.equal(response.status, 202, JSON.stringify(response.json));
-  const monitor = String(response.headers.location);
-  const final = await waitFor(
-    async () => {
-      const r = await stack.request('GET', monitor);
-      return r.status !== 202 && r;
-    },
-    { what: `the insert into ${slot} to finish`, timeoutMs: 120_000, intervalMs: 500 },
-  );
+  const final = await taskOutcome(stack, response, `the insert into ${slot} to finish`);
   assert.equal(final.status, 204, `insert ${image} into ${slot}: ${JSON.stringify(final.json)}`);
 }
 
+/** Ejects over Redfish: 204 at once, or 202 and a task that ends in 204. */
 async function eject(stack: GuestStack, slot: string): Promise<void> {
   const response = await stack.request('POST', `${VM_URI}/${slot}/Actions/VirtualMedia.EjectMedia`, {});
-  if (response.status === 202) {
-    const monitor = String(response.headers.location);
-    const final = await waitFor(
-      async () => {
-        const r = await stack.request('GET', monitor);
-        return r.status !== 202 && r;
-      },
-      { what: `the eject of ${slot} to finish`, timeoutMs: 60_000, intervalMs: 500 },
-    );
-    assert.equal(final.status, 204, JSON.stringify(final.json));
-  } else {
-    assert.equal(response.status, 204, JSON.stringify(response.json));
-  }
+  const final =
+    response.status === 202
+      ? await taskOutcome(stack, response, `the eject of ${slot} to finish`, 60_000)
+      : response;
+  assert.equal(final.status, 204, JSON.stringify(final.json));
 }
 
 /** The guest's block devices (sdX, srN) by the USB serial number of the gadget behind them (= SlotId). */
