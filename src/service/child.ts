@@ -1,8 +1,10 @@
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from '../log.ts';
 import type { CleanupStack } from './cleanup.ts';
+import type { SlotConfig } from './config.ts';
 
 const STDERR_KEPT = 16 * 1024;
 const KILL_GRACE_MS = 3000;
@@ -76,6 +78,14 @@ async function stopChild(child: ChildProcess, exited: Promise<string>): Promise<
   const timer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
   await Promise.race([exited, once(child, 'exit')]);
   clearTimeout(timer);
+}
+
+/**
+ * Where a slot's helper keeps its pid while it runs: next to the slot's socket, so a service started
+ * after a crash finds (and kills) what a dead one left (src/service/recovery.ts).
+ */
+export function helperPidFile(config: SlotConfig, helper: 'nbdkit' | 'nbd-client'): string {
+  return path.join(path.dirname(config.unixSocket), `${config.slotId}.${helper}.pid`);
 }
 
 function writePidFile(pidFile: string, pid: number, log: Logger): void {

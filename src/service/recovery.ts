@@ -4,11 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import dbus, { type MessageBus } from 'dbus-next';
 import { SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
-import { processAlive } from './child.ts';
+import { helperPidFile, processAlive } from './child.ts';
 import type { SlotConfig } from './config.ts';
 import type { AttachHost } from './host/attachment.ts';
-import { nbdClientPidFile } from './host/usb-gadget.ts';
-import { nbdkitPidFile } from './sources/legacy-https.ts';
 
 const EXIT_WAIT_MS = 5000;
 const POLL_MS = 50;
@@ -55,8 +53,8 @@ export async function recoverLeftovers(
 ): Promise<number> {
   const killed: number[] = [];
   for (const slot of slots) {
-    const pidFiles = [nbdClientPidFile(slot)];
-    if (slot.mode === SlotMode.Legacy) pidFiles.push(nbdkitPidFile(slot));
+    const pidFiles = [helperPidFile(slot, 'nbd-client')];
+    if (slot.mode === SlotMode.Legacy) pidFiles.push(helperPidFile(slot, 'nbdkit'));
     for (const pidFile of pidFiles) {
       const pid = await leftoverPid(pidFile, slot.unixSocket);
       if (pid === undefined) continue;
@@ -72,9 +70,9 @@ export async function recoverLeftovers(
   await waitForExit(killed);
   await attachHost.recover?.(slots, log);
   for (const slot of slots) {
-    const stale = [nbdClientPidFile(slot)];
+    const stale = [helperPidFile(slot, 'nbd-client')];
     // A Proxy slot's socket belongs to the server, which may be listening on it right now.
-    if (slot.mode === SlotMode.Legacy) stale.push(nbdkitPidFile(slot), slot.unixSocket);
+    if (slot.mode === SlotMode.Legacy) stale.push(helperPidFile(slot, 'nbdkit'), slot.unixSocket);
     await Promise.all(stale.map((file) => fs.rm(file, { force: true })));
   }
   return killed.length;

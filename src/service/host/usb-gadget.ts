@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Errno } from '../../contract/dbus.ts';
 import type { Logger } from '../../log.ts';
-import { processAlive, spawnChild } from '../child.ts';
+import { helperPidFile, processAlive, spawnChild } from '../child.ts';
 import type { SlotConfig } from '../config.ts';
 import { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
@@ -76,7 +76,7 @@ async function attachUsbGadget(
   const blockDir = path.join(options.sysfsRoot, 'block', path.basename(config.nbdDevice));
   const nbdClient = spawnChild(options.nbdClient, nbdClientArgs(request), {
     ...context,
-    pidFile: nbdClientPidFile(config),
+    pidFile: helperPidFile(config, 'nbd-client'),
   });
   context.cleanup.defer(`disconnect ${config.nbdDevice}`, () => disconnect(options, config.nbdDevice));
   let exited = false;
@@ -113,11 +113,6 @@ async function attachUsbGadget(
     stats: () => readBlockStats(blockDir),
     lost: nbdClient.exited.then(() => Errno.EIO),
   };
-}
-
-/** Where the pid of a slot's nbd-client is kept while it runs, next to nbdkit's pidfile. */
-export function nbdClientPidFile(config: SlotConfig): string {
-  return path.join(path.dirname(config.unixSocket), `${config.slotId}.nbd-client.pid`);
 }
 
 async function disconnect(options: UsbGadgetOptions, nbdDevice: string): Promise<void> {

@@ -1,11 +1,10 @@
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Errno } from '../../contract/dbus.ts';
 import { checkImageUrl } from '../../contract/image-url.ts';
-import { spawnChild } from '../child.ts';
+import { helperPidFile, spawnChild } from '../child.ts';
 import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
 import { MountFailure, PrecheckError } from '../errors.ts';
@@ -26,11 +25,6 @@ export function checkLegacyUrl(imageUrl: string): URL {
   const checked = checkImageUrl(imageUrl);
   if (!checked.ok) throw PrecheckError.invalid(checked.message);
   return checked.url;
-}
-
-/** nbdkit's `--pidfile`: written once it listens, and how a later service finds a leftover nbdkit. */
-export function nbdkitPidFile(config: SlotConfig): string {
-  return path.join(path.dirname(config.unixSocket), `${config.slotId}.nbdkit.pid`);
 }
 
 export interface HttpsSourceOptions {
@@ -54,7 +48,8 @@ export async function startHttpsSource(
 ): Promise<MediumSource> {
   const { config, credentials } = options;
   const socketPath = config.unixSocket;
-  const pidFile = nbdkitPidFile(config);
+  // nbdkit writes it once it listens: readiness, and how a later service finds a leftover nbdkit.
+  const pidFile = helperPidFile(config, 'nbdkit');
   await Promise.all([fs.rm(socketPath, { force: true }), fs.rm(pidFile, { force: true })]);
   context.cleanup.defer('remove nbdkit socket and pidfile', async () => {
     await Promise.all([fs.rm(socketPath, { force: true }), fs.rm(pidFile, { force: true })]);
