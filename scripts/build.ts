@@ -6,6 +6,7 @@
  *   DIR/<command>-*.mjs   file (esbuild `splitting`), so `vmedia start` does not load the server, and
  *   DIR/chunk-*.mjs       what several commands share goes into chunks. Every runtime dependency is in
  *                         them, the JSON schemas inlined; esbuild, tsx and the dev tools are not.
+ *   DIR/smb-plugin.py     the nbdkit plugin of the userspace CIFS path (src/service/sources/cifs-userspace.ts)
  *   DIR/web/              the web UI built ahead of time, served by src/web/plugin.ts from there
  *   DIR/node_modules/     the compiled addons, optional at run time (see `nativePackages`)
  *
@@ -26,6 +27,8 @@ const require = createRequire(path.join(root, 'package.json'));
 /** Folder of the prebuilt UI, relative to the bundle (src/web/plugin.ts reads `VMEDIA_PREBUILT_UI`). */
 const WEB_DIR = 'web';
 const BUNDLE = 'vmedia.mjs';
+/** Files the code finds beside itself with `new URL('./name', import.meta.url)`: copied next to the bundle. */
+const bundleAssets = ['src/service/sources/smb-plugin.py'];
 
 /**
  * The runtime dependencies with a compiled addon. Each is written to DIR/node_modules/<name>/ as its JS
@@ -212,6 +215,8 @@ async function main(): Promise<void> {
   await fs.rm(outdir, { recursive: true, force: true });
   await fs.mkdir(outdir, { recursive: true });
   const [, , notes] = await Promise.all([buildCli(outdir), buildWeb(outdir), buildNative(outdir)]);
+  for (const asset of bundleAssets)
+    await fs.copyFile(path.join(root, asset), path.join(outdir, path.basename(asset)));
 
   const files = (await listFiles(outdir)).sort((a, b) => b.size - a.size);
   const sum = (list: typeof files) => list.reduce((total, { size }) => total + size, 0);

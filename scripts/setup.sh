@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package
-runtime=(dbus-daemon:dbus nbdkit:nbdkit nbdinfo:libnbd-bin)
+runtime=(dbus-daemon:dbus nbdkit:nbdkit nbdinfo:libnbd-bin mount.cifs:cifs-utils)
 testing=(nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-nbd:qemu-utils nbd-client:nbd-client
   chromium:chromium smbd:samba smbclient:smbclient websockify:websockify redfishtool:redfishtool
   openssl:openssl curl:curl nginx:nginx xmllint:libxml2-utils
@@ -21,9 +21,18 @@ for entry in "${wanted[@]}"; do
     [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
-# The curl plugin is a separate package on some Debian releases.
-if command -v nbdkit >/dev/null 2>&1 && ! nbdkit curl --version >/dev/null 2>&1; then
-  missing+=(nbdkit-plugin-curl)
+# Libraries with no command to look for: Debian packages, asked of dpkg.
+libraries=(libsmbclient)
+[[ "${1:-}" == "--test" ]] && libraries+=(libnss-wrapper)
+for pkg in "${libraries[@]}"; do
+  [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
+done
+# The curl plugin (https://) and the python plugin (the userspace smb:// client) are separate packages.
+if command -v nbdkit >/dev/null 2>&1; then
+  nbdkit curl --version >/dev/null 2>&1 || missing+=(nbdkit-plugin-curl)
+  nbdkit python --version >/dev/null 2>&1 || missing+=(nbdkit-plugin-python)
+else
+  missing+=(nbdkit-plugin-curl nbdkit-plugin-python)
 fi
 
 if ((${#missing[@]})); then

@@ -32,6 +32,8 @@ export const Errno = {
   /** No USB device controller is free to bind a slot's gadget to (usb-gadget host). */
   ENODEV: 19,
   EINVAL: 22,
+  /** The SMB server does not offer SMB3 encryption, which the service requires. */
+  EPROTONOSUPPORT: 93,
   ENOTSUP: 95,
   ECONNREFUSED: 111,
   EHOSTUNREACH: 113,

@@ -5,20 +5,15 @@
  * Mount precheck. Node-free (only the WHATWG URL global), so the browser bundle can import it.
  */
 
-/** What refuses smb:// everywhere until CIFS is implemented. */
-export const CIFS_NOT_SUPPORTED = 'CIFS (smb://) images are not supported yet';
-
 /** The one list of schemes a Legacy image may use, with the TransferProtocolType each implies. */
 export const TRANSFER_PROTOCOL_BY_SCHEME: Readonly<Record<string, string>> = Object.freeze({
   'https:': 'HTTPS',
+  'smb:': 'CIFS',
 });
 
 export const SUPPORTED_IMAGE_SCHEMES: readonly string[] = Object.freeze(
   Object.keys(TRANSFER_PROTOCOL_BY_SCHEME),
 );
-
-/** Refusals of schemes someone may reasonably try, clearer than the generic one. */
-const schemeRefusals: Readonly<Record<string, string>> = { 'smb:': CIFS_NOT_SUPPORTED };
 
 /**
  * Why a URL is refused. `unsupported-scheme` is a well-formed URL the service cannot fetch; the others are
@@ -29,7 +24,8 @@ export type ImageUrlProblem =
   | 'unsupported-scheme'
   | 'forbidden-character'
   | 'no-host'
-  | 'userinfo';
+  | 'userinfo'
+  | 'smb-path';
 
 export type ImageUrlCheck =
   | { ok: true; url: URL; transferProtocol: string }
@@ -57,9 +53,7 @@ export function checkImageUrl(image: string): ImageUrlCheck {
   }
   const transferProtocol = TRANSFER_PROTOCOL_BY_SCHEME[url.protocol];
   if (!transferProtocol) {
-    const message =
-      schemeRefusals[url.protocol] ??
-      `${url.protocol}// images are refused: only ${SUPPORTED_IMAGE_SCHEMES.map((s) => `${s}//`).join(', ')} is supported`;
+    const message = `${url.protocol}// images are refused: only ${SUPPORTED_IMAGE_SCHEMES.map((s) => `${s}//`).join(' and ')} are supported`;
     return { ok: false, problem: 'unsupported-scheme', message };
   }
   if (FORBIDDEN_CHARACTERS.test(image)) {
@@ -77,7 +71,63 @@ export function checkImageUrl(image: string): ImageUrlCheck {
       message: 'credentials must not be part of the image URL: they are passed separately',
     };
   }
+  if (url.protocol === 'smb:') {
+    const problem = smbPathProblem(image, url);
+    if (problem) return { ok: false, problem: 'smb-path', message: problem };
+  }
   return { ok: true, url, transferProtocol };
+}
+
+/** Where an smb:// image lives: the share, and the file's path inside it (decoded, without a leading `/`). */
+export interface SmbLocation {
+  /** Host name or IP address as the URL spells it (an IPv6 address in brackets). */
+  host: string;
+  /** The port, when the URL gives one (SMB's default is 445). */
+  port: number | undefined;
+  share: string;
+  path: string;
+}
+
+/** Splits a URL that passed checkImageUrl into share and path. */
+export function smbLocation(url: URL): SmbLocation {
+  const [share, ...rest] = url.pathname.slice(1).split('/').map(decodeURIComponent);
+  return {
+    host: url.hostname,
+    port: url.port ? Number(url.port) : undefined,
+    share: share!,
+    path: rest.join('/'),
+  };
+}
+
+/**
+ * What makes an smb:// URL unusable: it must name a share and a file in it. The parser resolves `.` and
+ * `..` silently (`smb://h/share/../x` would become share `x`), so they are looked for in the raw text;
+ * an encoded `/`, backslash or control character would let a segment say something else once decoded; `?` and `#` have no
+ * meaning in SMB and libsmbclient would read options from a query.
+ */
+function smbPathProblem(image: string, url: URL): string | undefined {
+  const rawPath = image.replace(/^smb:\/\/[^/?#]*/i, '').replace(/[?#].*$/s, '');
+  const rawSegments = rawPath.split('/').slice(1);
+  if (rawSegments.some((segment) => /^(\.|%2e){1,2}$/i.test(segment))) {
+    return 'the image URL must not contain . or .. path segments';
+  }
+  if (url.search || url.hash || /[?#]/.test(image)) {
+    return 'an smb:// image URL must not have a query or a fragment';
+  }
+  let segments: string[];
+  try {
+    segments = url.pathname.slice(1).split('/').map(decodeURIComponent);
+  } catch {
+    return 'the image URL has a malformed percent-encoding';
+  }
+  if (segments.length < 2 || segments.some((segment) => segment === '')) {
+    return 'an smb:// image URL names a share and a file in it: smb://host/share/path/file.iso';
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: decoded control characters are what it finds.
+  if (segments.some((segment) => /[/\\\u0000-\u001f\u007f]/.test(segment))) {
+    return 'the image URL must not encode /, \\ or a control character in a path segment';
+  }
+  return undefined;
 }
 
 /** The TransferProtocolType an image URL implies; null for a URL of no supported scheme. */

@@ -76,18 +76,21 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
     throw fail(problems.notSupported('TransferMethod', parameters.TransferMethod));
   }
 
-  // The checks the service applies too (src/contract/image-url.ts). A scheme it cannot fetch (smb:// until
-  // CIFS lands, http://, ftp://…) is refused here, its reason given as the message's resolution.
+  // The checks the service applies too (src/contract/image-url.ts), their reason given as the message's
+  // resolution. A scheme it cannot fetch (http://, ftp://…) is an unknown format; not a URL, a space or
+  // control character, no host, secrets in it (which would end up in `Image`) or an smb:// path that
+  // names no file or escapes its share is a format error.
   const checked = checkImageUrl(image);
-  if (!checked.ok && checked.problem === 'unsupported-scheme') {
-    const refusal = redfishMessage('ResourceAtUriInUnknownFormat', [displayUrl(image)], pointer('Image'));
+  if (!checked.ok) {
+    const refusal =
+      checked.problem === 'unsupported-scheme'
+        ? redfishMessage('ResourceAtUriInUnknownFormat', [displayUrl(image)], pointer('Image'))
+        : problems.format('Image', displayUrl(image));
     throw fail({
       ...refusal,
       Resolution: `${checked.message[0]!.toUpperCase()}${checked.message.slice(1)}.`,
     });
   }
-  // Not a URL, a space or control character, no host, or secrets in it (which would end up in `Image`).
-  if (!checked.ok) throw fail(problems.format('Image', displayUrl(image)));
   const protocol = checked.transferProtocol;
   const requested = parameters.TransferProtocolType;
   if (requested !== undefined && requested !== null && requested !== protocol) {
@@ -145,6 +148,13 @@ export function insertOutcome(errno: number, image: string): TaskOutcome {
           'the server certificate is not trusted: add its CA to the service (VMEDIA_CA_BUNDLE)',
         ]),
       );
+    case Errno.EPROTONOSUPPORT:
+      // The design promises an encrypted CIFS connection: an SMB server that cannot encrypt is refused.
+      return outcome(400, {
+        ...redfishMessage('CouldNotEstablishConnection', [shown]),
+        Resolution:
+          'The SMB server does not offer SMB3 encryption, which the BMC requires. Enable encryption on the server (Samba: server smb encrypt = desired) and resubmit the request.',
+      });
     case Errno.EINVAL:
     case Errno.ENOTSUP:
       return outcome(400, redfishMessage('ResourceAtUriInUnknownFormat', [shown]));

@@ -7,6 +7,7 @@ import type { Logger } from '../log.ts';
 import { helperPidFile, processAlive } from './child.ts';
 import type { SlotConfig } from './config.ts';
 import type { AttachHost } from './host/attachment.ts';
+import { recoverCifsMount } from './sources/cifs-kernel.ts';
 
 const EXIT_WAIT_MS = 5000;
 const POLL_MS = 50;
@@ -44,7 +45,7 @@ export async function nameOwner(bus: MessageBus): Promise<NameOwner> {
  * Removes what a service that died without its cleanup left for these slots, before this one
  * mounts anything: its helper processes (found by their pidfiles and recognised by their argv, so
  * a recycled pid is never killed), then the host attachments (gadgets, NBD devices, host export
- * sockets), then the Legacy slots' sockets and the pidfiles. Returns how many processes it killed.
+ * sockets), then the Legacy slots' CIFS mounts, then their sockets and the pidfiles. Returns how many processes it killed.
  */
 export async function recoverLeftovers(
   slots: SlotConfig[],
@@ -69,6 +70,8 @@ export async function recoverLeftovers(
   }
   await waitForExit(killed);
   await attachHost.recover?.(slots, log);
+  // Its nbdkit is gone now, so a share a Legacy slot had mounted is no longer busy.
+  for (const slot of slots) if (slot.mode === SlotMode.Legacy) await recoverCifsMount(slot, log);
   for (const slot of slots) {
     const stale = [helperPidFile(slot, 'nbd-client')];
     // A Proxy slot's socket belongs to the server, which may be listening on it right now.

@@ -17,7 +17,7 @@ import { MountFailure } from './errors.ts';
 import type { AttachHost } from './host/attachment.ts';
 import { nameOwner, recoverLeftovers } from './recovery.ts';
 import { type MountContext, type MountedMedium, Slot, type SlotTiming } from './slot.ts';
-import { checkLegacyUrl, startHttpsSource } from './sources/legacy-https.ts';
+import { type CifsClient, checkLegacyUrl, startLegacySource } from './sources/legacy.ts';
 import { proxySource } from './sources/proxy.ts';
 import type { MediumSource } from './sources/source.ts';
 
@@ -30,6 +30,8 @@ export interface ServiceOptions {
   /** Extra CAs for Legacy HTTPS (VMEDIA_CA_BUNDLE). */
   caBundle: string | undefined;
   nbdkit: string;
+  /** How smb:// images are read (src/service/sources/legacy.ts chooseCifsClient). */
+  cifsClient: CifsClient;
   log: Logger;
   timing?: Partial<SlotTiming>;
 }
@@ -76,13 +78,14 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
           args.credentialsFd === undefined ? undefined : await readSecret(args.credentialsFd, context.signal);
         let source: MediumSource;
         try {
-          source = await startHttpsSource(
+          source = await startLegacySource(
             {
               config: slot.config,
               url,
               readOnly: writeProtected,
               credentials,
               caBundle,
+              cifsClient: options.cifsClient,
               nbdkit: options.nbdkit,
             },
             context,

@@ -1,9 +1,9 @@
-import { CIFS_NOT_SUPPORTED, checkImageUrl } from '../contract/image-url.ts';
+import { checkImageUrl } from '../contract/image-url.ts';
 import type { VirtualMedia } from './api.ts';
 import { h } from './dom.ts';
 import { type CardContext, field, SlotCard, writeProtectToggle } from './slot-card.ts';
 
-/** A Legacy slot: the BMC fetches an image from an HTTPS URL, with optional credentials. */
+/** A Legacy slot: the BMC fetches an image from an HTTPS or SMB URL, with optional credentials. */
 export class LegacySlotCard extends SlotCard {
   private readonly url = h('input', {
     type: 'url',
@@ -29,7 +29,7 @@ export class LegacySlotCard extends SlotCard {
     const form = h(
       'form',
       { className: 'insert-form' },
-      field('Image URL', this.url, `An https:// URL. ${CIFS_NOT_SUPPORTED}.`),
+      field('Image URL', this.url, 'An https:// URL, or smb://server/share/path/file.iso for a CIFS share.'),
       h(
         'details',
         { className: 'credentials' },

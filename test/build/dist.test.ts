@@ -219,9 +219,10 @@ describe('the bundle in dist/', { timeout: 90_000 }, () => {
       if (dir) await fs.rm(dir, { recursive: true, force: true });
   });
 
-  test('the layout: one entry, the prebuilt UI, the addons; no esbuild, no tsx', async () => {
+  test('the layout: one entry, the SMB plugin, the prebuilt UI, the addons; no esbuild, no tsx', async () => {
     const entries = await fs.readdir(dist);
     assert.ok(entries.includes('vmedia.mjs'));
+    assert.ok(entries.includes('smb-plugin.py'), 'the userspace CIFS plugin is beside the bundle');
     assert.deepEqual((await fs.readdir(path.join(dist, 'web'))).sort(), [
       'app.css',
       'app.css.map',

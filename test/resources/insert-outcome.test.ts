@@ -13,6 +13,7 @@ const table: Array<[keyof typeof Errno, number, string]> = [
   ['EPERM', 400, 'ResourceAtUriUnauthorized'],
   ['EINVAL', 400, 'ResourceAtUriInUnknownFormat'],
   ['ENOTSUP', 400, 'ResourceAtUriInUnknownFormat'],
+  ['EPROTONOSUPPORT', 400, 'CouldNotEstablishConnection'],
   ['EBUSY', 504, 'OperationTimeout'],
   ['ENODEV', 503, 'OperationFailed'],
   ['ECANCELED', 409, 'ResourceInUse'],
@@ -34,4 +35,10 @@ test('no free USB device controller says so, not "a timeout"', () => {
   const [message] = insertOutcome(Errno.ENODEV, 'https://images.example/disk.img').messages;
   assert.match(String(message?.Resolution), /No USB device controller is free/);
   assert.doesNotMatch(JSON.stringify(message), /timeout|timed out/i);
+});
+
+test('an SMB server without encryption is named as the reason, with what to change', () => {
+  const [message] = insertOutcome(Errno.EPROTONOSUPPORT, 'smb://files.example/images/disk.iso').messages;
+  assert.match(String(message?.Resolution), /does not offer SMB3 encryption/);
+  assert.match(String(message?.Resolution), /server smb encrypt/);
 });

@@ -143,10 +143,16 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
       ['ActionParameterValueError'],
     ],
     [
-      'smb:// (CIFS is not supported yet)',
-      { body: { Image: 'smb://h/share/x.iso', UserName: 'a', Password: SECRET } },
+      'ftp://',
+      { body: { Image: 'ftp://h/share/x.iso', UserName: 'a', Password: SECRET } },
       400,
       ['ResourceAtUriInUnknownFormat'],
+    ],
+    [
+      'TransferProtocolType HTTPS for an smb:// URL',
+      { body: { Image: 'smb://h/share/x.iso', TransferProtocolType: 'HTTPS' } },
+      400,
+      ['ActionParameterValueConflict'],
     ],
     [
       'a space in the URL',
@@ -169,17 +175,31 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
     });
   }
 
-  test('smb:// is refused by Redfish itself, saying CIFS is not supported yet; nothing reaches the service', async () => {
-    for (const [method, uri, problem] of [
-      ['POST', insertUri, 'ResourceAtUriInUnknownFormat'],
-      ['PATCH', slotUri, 'ResourceAtUriInUnknownFormat'],
+  test('an smb:// path that names no file or leaves its share is refused by Redfish itself, saying why', async () => {
+    for (const [image, reason] of [
+      ['smb://h/share/../other/x.iso', 'The image URL must not contain . or .. path segments.'],
+      ['smb://h/share/%2E%2E/x.iso', 'The image URL must not contain . or .. path segments.'],
+      [
+        'smb://h/share/a%2F..%2Fb.iso',
+        'The image URL must not encode /, \\ or a control character in a path segment.',
+      ],
+      [
+        'smb://h/share',
+        'An smb:// image URL names a share and a file in it: smb://host/share/path/file.iso.',
+      ],
+      ['smb://h/share/x.iso?port=1', 'An smb:// image URL must not have a query or a fragment.'],
     ] as const) {
-      const response = await request(method, uri, { body: { Image: 'smb://h/share/x.iso' } });
-      assert.equal(response.status, 400, response.text);
-      assert.deepEqual(messageIds(response), [problem]);
-      const [message] = response.json.error['@Message.ExtendedInfo'];
-      assert.equal(message.Resolution, 'CIFS (smb://) images are not supported yet.');
-      assert.deepEqual(message.RelatedProperties, ['#/Image']);
+      for (const [method, uri] of [
+        ['POST', insertUri],
+        ['PATCH', slotUri],
+      ] as const) {
+        const response = await request(method, uri, { body: { Image: image } });
+        assert.equal(response.status, 400, `${method} ${image}: ${response.text}`);
+        const [message] = response.json.error['@Message.ExtendedInfo'];
+        assert.match(message.MessageId, /PropertyValueFormatError$|ActionParameterValueFormatError$/);
+        assert.equal(message.Resolution, reason);
+        assert.deepEqual(message.RelatedProperties, ['#/Image']);
+      }
     }
     const slot = await request('GET', slotUri);
     assert.equal(slot.json.Inserted, false);

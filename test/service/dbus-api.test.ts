@@ -145,7 +145,7 @@ describe('D-Bus objects of the VirtualMedia service', () => {
       return true;
     });
 
-  test('Legacy.Mount refuses everything but https:// with InvalidArgument, in both signatures', async () => {
+  test('Legacy.Mount refuses everything but https:// and smb:// with InvalidArgument, in both signatures', async () => {
     const since = harness.signals.length;
     for (const [url, message] of [
       ['http://127.0.0.1/a.iso'],
@@ -153,7 +153,8 @@ describe('D-Bus objects of the VirtualMedia service', () => {
       ['file:///etc/passwd'],
       ['nfs://h/a'],
       ['not a url'],
-      ['smb://h/share/a.iso', /^CIFS \(smb:\/\/\) images are not supported yet$/],
+      ['smb://h/share/../a.iso', /^the image URL must not contain \. or \.\. path segments$/],
+      ['smb://h/share', /names a share and a file in it/],
       ['https://127.0.0.1/a b.iso', /spaces or control characters/],
       ['https://127.0.0.1/a\r\n.iso', /spaces or control characters/],
       ['https://user:pw@127.0.0.1/a.iso', /credentials/],

@@ -9,10 +9,12 @@ import { emulatedHost } from '../../service/host/emulated.ts';
 import { chooseHostMode } from '../../service/host/select.ts';
 import { usbGadgetHost } from '../../service/host/usb-gadget.ts';
 import { startVirtualMediaService } from '../../service/service.ts';
+import { type CifsClient, chooseCifsClient } from '../../service/sources/legacy.ts';
 import { daemonOptions, daemonSettings } from '../daemon-options.ts';
 import { stopSignal } from '../stop-signal.ts';
 
 const HOST_MODES = ['auto', 'emulated', 'usb-gadget'] as const;
+const CIFS_CLIENTS = ['auto', 'kernel', 'userspace'] as const;
 
 /**
  * `vmedia service`: the xyz.openbmc_project.VirtualMedia D-Bus daemon (docs/contract.md §2). Bus: --bus-address,
@@ -29,10 +31,14 @@ export async function run(argv: string[]): Promise<void> {
       'configfs-root': { type: 'string', default: '/sys/kernel/config' },
       'nbd-client': { type: 'string', default: 'nbd-client' },
       nbdkit: { type: 'string', default: 'nbdkit' },
+      'cifs-client': { type: 'string', default: 'auto' },
     },
   });
   const requestedMode = values['host-mode'] as (typeof HOST_MODES)[number];
   if (!HOST_MODES.includes(requestedMode)) throw new Error(`--host-mode takes ${HOST_MODES.join(', ')}`);
+  const requestedCifs = values['cifs-client'] as (typeof CIFS_CLIENTS)[number];
+  if (!CIFS_CLIENTS.includes(requestedCifs))
+    throw new Error(`--cifs-client takes ${CIFS_CLIENTS.join(', ')}`);
   const { environment, paths, busAddress } = await daemonSettings(values);
   const { stateDir } = environment;
   const log = createLogger('vmedia-service');
@@ -53,6 +59,8 @@ export async function run(argv: string[]): Promise<void> {
           nbdClient: values['nbd-client'],
         });
 
+  const cifsClient: CifsClient = await chooseCifsClient(requestedCifs);
+
   const bus = await connectBus(busAddress);
   const service = await startVirtualMediaService({
     bus,
@@ -61,10 +69,11 @@ export async function run(argv: string[]): Promise<void> {
     attachHost,
     caBundle: environment.caBundle,
     nbdkit: values.nbdkit,
+    cifsClient,
     log,
   });
   log.info(
-    { busName: SERVICE_NAME, hostMode, slots: config.slots.map((s) => s.slotId), stateDir },
+    { busName: SERVICE_NAME, hostMode, cifsClient, slots: config.slots.map((s) => s.slotId), stateDir },
     `${SERVICE_NAME} ready`,
   );
   const stopRequested = stopSignal();
