@@ -7,10 +7,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { RedfishResponse } from '../../src/cli/redfish-client.ts';
 import { CDROM_MAX_BYTES } from '../../src/service/host/usb-gadget.ts';
+import { SAMBA_FOLDERS, sambaFiles } from '../helpers/samba.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
 import {
   type GuestStack,
   repoRoot,
+  shellQuote,
   startGuestStack,
   startVm,
   type Vm,
@@ -25,6 +27,12 @@ import { waitFor } from '../helpers/wait.ts';
 
 const MiB = 1024 * 1024;
 const IMAGE_ORIGIN = 'https://127.0.0.1:4443';
+/** Samba inside the guest: the kernel's CIFS client mounts from it over the guest's loopback. */
+const SMB_PORT = 4445;
+const SMB_USER = 'imaging';
+/** A comma and a space: mount.cifs must get it from the credentials file, not the option string. */
+const SMB_PASSWORD = 'Smb-pässword, 9c41-never-leak';
+const SMB_IMAGE = `smb://127.0.0.1:${SMB_PORT}/images/os%20images/disk.img`;
 const VM_URI = '/redfish/v1/Managers/bmc/VirtualMedia';
 const unavailable = vmUnavailable();
 
@@ -75,9 +83,15 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
       }
       // nginx itself, through the CA the service will trust: the image server works before vmedia is involved.
       await vm.sh(`curl -fsS --cacert /tmp/tls/ca.crt -o /dev/null ${IMAGE_ORIGIN}/disk.img`);
+      imageSha.smb = await startGuestSamba(vm);
       stack = await startGuestStack(vm, { env: { VMEDIA_CA_BUNDLE: '/tmp/tls/ca.crt' } });
       const log = await stack.log();
       assert.match(log, /host mode usb-gadget/, `auto must choose usb-gadget on this kernel:\n${log}`);
+      assert.match(
+        log,
+        /"cifsClient":"kernel"/,
+        `auto must choose the kernel's CIFS on this kernel:\n${log}`,
+      );
       console.log(`# vm: vmedia ready in the guest after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     },
     { timeout: 420_000 },
@@ -314,24 +328,8 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
   }, async (t) => {
     await insert(stack, 'Slot_2', `${IMAGE_ORIGIN}/disk.img`);
     const disk = await waitDisk(vm, 'Slot_2');
-    const service = (await vm.sh(`pgrep -f 'vmedia(\\.js|\\.mjs)? service' | head -1`)).trim();
-    t.diagnostic(`SIGKILL the service (pid ${service}); vmedia start restarts it`);
-    await vm.sh(`kill -KILL ${service}`);
-    await waitFor(
-      async () => {
-        const now = (await vm.run(`pgrep -f 'vmedia(\\.js|\\.mjs)? service' | head -1`)).stdout.trim();
-        return now !== '' && now !== service && (await stack.log()).split('vmedia service ready').length > 2;
-      },
-      { what: 'the restarted service to be ready', timeoutMs: 120_000, intervalMs: 1000 },
-    );
-    // Until the server has found the new service on the bus, the member answers 503 (docs/contract.md §3).
-    const member = await waitFor(
-      async () => {
-        const response = await stack.request('GET', `${VM_URI}/Slot_2`);
-        return response.status === 200 && response.json;
-      },
-      { what: 'the server to serve Slot_2 from the restarted service', timeoutMs: 60_000, intervalMs: 500 },
-    );
+    const service = await killService(vm, stack, t);
+    const member = await waitForRestart(vm, stack, service);
     t.diagnostic(`after the restart: Inserted ${member.Inserted}`);
     // What the dead service left behind must be gone, and the slot usable again.
     await assertReleased(vm, 'Slot_2', 2, disk, 30_000);
@@ -341,6 +339,76 @@ describe('the kernel chain in a VM (QEMU, Debian kernel)', { skip: unavailable ?
     assert.equal(await guestSha(vm, again), imageSha['disk.img']);
     await eject(stack, 'Slot_2');
     await assertReleased(vm, 'Slot_2', 2, again);
+  });
+
+  test('Legacy CIFS: Samba → kernel cifs (SMB 3.1.1, sealed) → nbdkit file → /dev/nbd2 → gadget → /dev/sdX', {
+    timeout: 180_000,
+  }, async (t) => {
+    await insert(stack, 'Slot_2', SMB_IMAGE, { UserName: SMB_USER, Password: SMB_PASSWORD });
+    const disk = await waitDisk(vm, 'Slot_2');
+    const mounts = await cifsMounts(vm, 'Slot_2');
+    t.diagnostic(`mount: ${mounts.join(' | ')}`);
+    assert.equal(mounts.length, 1, 'the share is mounted by the kernel');
+    assert.match(mounts[0]!, /^\/\/127\.0\.0\.1\/images \S+ cifs ro,/);
+    assert.match(mounts[0]!, /,vers=3\.1\.1,/);
+    assert.match(mounts[0]!, /,seal,/);
+    const sessions = await vm.sh(`${SAMBA_ENV} smbstatus -s /tmp/samba/smb.conf -b`);
+    t.diagnostic(sessions.trim().split('\n').at(-1)!);
+    assert.match(sessions, /SMB3_11\s+AES-(128|256)-(GCM|CCM)/, 'smbd sees an encrypted SMB 3.1.1 session');
+    const sum = await guestSha(vm, disk);
+    t.diagnostic(`image  sha256 ${imageSha.smb} os images/disk.img on the share`);
+    t.diagnostic(`device sha256 ${sum} /dev/${disk}`);
+    assert.equal(sum, imageSha.smb);
+
+    const runtime = await vm.sh(`ls ${stack.stateDir}/run`);
+    assert.doesNotMatch(runtime, /credentials/, 'the credentials file is gone once mounted');
+    // The needle comes from a file: on grep's own command line it would find itself.
+    await vm.writeFile(`${SAMBA_DIR}/needle`, SMB_PASSWORD, 0o600);
+    const exposed = await vm.run(
+      `grep -l -F -f ${SAMBA_DIR}/needle /proc/[0-9]*/cmdline /proc/[0-9]*/environ`,
+    );
+    assert.equal(
+      exposed.stdout.trim(),
+      '',
+      'no process of the guest has the password in argv or environment',
+    );
+    assert.ok(!(await stack.log()).includes(SMB_PASSWORD), 'nor does the log');
+
+    await eject(stack, 'Slot_2');
+    await assertReleased(vm, 'Slot_2', 2, disk);
+    assert.deepEqual(await cifsMounts(vm, 'Slot_2'), [], 'unmounted after the eject');
+    assert.doesNotMatch(await vm.sh(`ls ${stack.stateDir}/run`), /Slot_2\.cifs/, 'mount point removed');
+  });
+
+  test('Legacy CIFS with a wrong password: 400 ResourceAtUriUnauthorized, nothing mounted', {
+    timeout: 120_000,
+  }, async () => {
+    const accepted = await stack.request('POST', `${VM_URI}/Slot_2/Actions/VirtualMedia.InsertMedia`, {
+      Image: SMB_IMAGE,
+      UserName: SMB_USER,
+      Password: 'not-the-password',
+    });
+    assert.equal(accepted.status, 202, JSON.stringify(accepted.json));
+    const final = await taskOutcome(stack, accepted, 'the insert with a wrong password to fail');
+    assert.equal(final.status, 400, JSON.stringify(final.json));
+    const [message] = final.json.error['@Message.ExtendedInfo'];
+    assert.match(message.MessageId, /ResourceAtUriUnauthorized$/);
+    assert.equal((await stack.request('GET', `${VM_URI}/Slot_2`)).json.Inserted, false);
+    assert.deepEqual(await cifsMounts(vm, 'Slot_2'), []);
+    assert.doesNotMatch(await vm.sh(`ls ${stack.stateDir}/run`), /Slot_2\.cifs/);
+  });
+
+  test('fault: the service SIGKILLed with a CIFS medium in → the restarted service unmounts the share', {
+    timeout: 240_000,
+  }, async (t) => {
+    await insert(stack, 'Slot_2', SMB_IMAGE, { UserName: SMB_USER, Password: SMB_PASSWORD });
+    const disk = await waitDisk(vm, 'Slot_2');
+    assert.equal((await cifsMounts(vm, 'Slot_2')).length, 1);
+    const service = await killService(vm, stack, t);
+    await waitForRestart(vm, stack, service);
+    await assertReleased(vm, 'Slot_2', 2, disk, 30_000);
+    assert.deepEqual(await cifsMounts(vm, 'Slot_2'), [], 'the share a killed service left is unmounted');
+    assert.doesNotMatch(await vm.sh(`ls ${stack.stateDir}/run`), /Slot_2\.cifs/);
   });
 
   test('inactivity timeout: no I/O on the real device for InactivityTimeout → unmounted', {
@@ -399,9 +467,15 @@ async function taskOutcome(stack: GuestStack, accepted: RedfishResponse, what: s
 }
 
 /** Inserts `image` into a Legacy slot over Redfish and follows the task to its end (204). */
-async function insert(stack: GuestStack, slot: string, image: string): Promise<void> {
+async function insert(
+  stack: GuestStack,
+  slot: string,
+  image: string,
+  parameters: Record<string, unknown> = {},
+): Promise<void> {
   const response = await stack.request('POST', `${VM_URI}/${slot}/Actions/VirtualMedia.InsertMedia`, {
     Image: image,
+    ...parameters,
   });
   assert.equal(response.status, 202, JSON.stringify(response.json));
   const final = await taskOutcome(stack, response, `the insert into ${slot} to finish`);
@@ -484,6 +558,80 @@ async function guestMiBSha(vm: Vm, file: string, index: number): Promise<string>
 }
 
 /** Reads completed on /dev/nbdN (field 1 of its stat). */
+const SERVICE_READY = 'vmedia service ready';
+
+/** SIGKILLs the guest's `vmedia service` (no cleanup, as a crash); `vmedia start` restarts it. */
+async function killService(vm: Vm, stack: GuestStack, t: { diagnostic(message: string): void }) {
+  const pid = (await vm.sh(`pgrep -f 'vmedia(\\.js|\\.mjs)? service' | head -1`)).trim();
+  const readies = (await stack.log()).split(SERVICE_READY).length - 1;
+  t.diagnostic(`SIGKILL the service (pid ${pid}); vmedia start restarts it`);
+  await vm.sh(`kill -KILL ${pid}`);
+  return { pid, readies };
+}
+
+/** Waits for the service that replaced the killed one, then for the server to serve Slot_2 from it. */
+async function waitForRestart(vm: Vm, stack: GuestStack, killed: { pid: string; readies: number }) {
+  await waitFor(
+    async () => {
+      const now = (await vm.run(`pgrep -f 'vmedia(\\.js|\\.mjs)? service' | head -1`)).stdout.trim();
+      const readies = (await stack.log()).split(SERVICE_READY).length - 1;
+      return now !== '' && now !== killed.pid && readies > killed.readies;
+    },
+    { what: 'the restarted service to be ready', timeoutMs: 120_000, intervalMs: 1000 },
+  );
+  // Until the server has found the new service on the bus, the member answers 503 (docs/contract.md §3).
+  return waitFor(
+    async () => {
+      const response = await stack.request('GET', `${VM_URI}/Slot_2`);
+      return response.status === 200 && response.json;
+    },
+    { what: 'the server to serve Slot_2 from the restarted service', timeoutMs: 60_000, intervalMs: 500 },
+  );
+}
+
+const SAMBA_DIR = '/tmp/samba';
+const SAMBA_ENV = Object.entries(
+  sambaFiles(SAMBA_DIR, { port: SMB_PORT, encrypt: 'required', user: SMB_USER, shares: {} }).env,
+)
+  .map(([key, value]) => `${key}=${value}`)
+  .join(' ');
+
+/** A real smbd in the guest (users from nss_wrapper), one share requiring encryption; the image's sha256. */
+async function startGuestSamba(vm: Vm): Promise<string> {
+  const share = `${SAMBA_DIR}/share`;
+  const { files } = sambaFiles(SAMBA_DIR, {
+    port: SMB_PORT,
+    encrypt: 'required',
+    user: SMB_USER,
+    shares: { images: share },
+  });
+  await vm.sh(
+    `mkdir -p ${[...SAMBA_FOLDERS, 'share/os images'].map((f) => shellQuote(`${SAMBA_DIR}/${f}`)).join(' ')}`,
+  );
+  for (const [file, text] of Object.entries(files)) await vm.writeFile(file, text);
+  // The password reaches smbpasswd on stdin from a file, never on a command line.
+  await vm.writeFile(`${SAMBA_DIR}/pw`, `${SMB_PASSWORD}\n${SMB_PASSWORD}\n`, 0o600);
+  await vm.sh(
+    `${SAMBA_ENV} smbpasswd -c ${SAMBA_DIR}/smb.conf -s -a ${SMB_USER} < ${SAMBA_DIR}/pw && rm ${SAMBA_DIR}/pw`,
+  );
+  await vm.sh(`${SAMBA_ENV} smbd -D -s ${SAMBA_DIR}/smb.conf`);
+  const out = await vm.sh(
+    `dd if=/dev/urandom of='${share}/os images/disk.img' bs=1M count=8 status=none && sha256sum '${share}/os images/disk.img'`,
+  );
+  await waitFor(async () => (await vm.run(`grep -q ':115D ' /proc/net/tcp`)).code === 0, {
+    what: 'smbd to listen in the guest',
+    timeoutMs: 30_000,
+    intervalMs: 200,
+  });
+  return out.split(' ')[0]!;
+}
+
+/** The guest's CIFS mounts of a slot (lines of /proc/mounts whose mount point is `<SlotId>.cifs`). */
+async function cifsMounts(vm: Vm, slot: string): Promise<string[]> {
+  const mounts = await vm.sh('cat /proc/mounts');
+  return mounts.split('\n').filter((line) => line.split(' ')[1]?.endsWith(`/${slot}.cifs`));
+}
+
 async function nbdReads(vm: Vm, n: number): Promise<number> {
   return Number((await vm.sh(`cat /sys/block/nbd${n}/stat`)).trim().split(/\s+/)[0]);
 }
