@@ -25,7 +25,7 @@ const commands: Record<string, Command> = {
   },
   service: {
     summary: 'run the xyz.openbmc_project.VirtualMedia D-Bus service',
-    synopsis: `[--bus-address ADDRESS] [--config FILE] [--state-dir DIR] ${hostMode} [--sysfs-root DIR] [--configfs-root DIR] [--nbd-client PATH] [--nbdkit PATH]`,
+    synopsis: `[--bus-address ADDRESS] [--config FILE] [--state-dir DIR] ${hostMode} [--cifs-client auto|kernel|userspace] [--sysfs-root DIR] [--configfs-root DIR] [--nbd-client PATH] [--nbdkit PATH]`,
     load: () => import('./commands/service.ts'),
   },
   mount: {
@@ -34,8 +34,8 @@ const commands: Record<string, Command> = {
     load: () => import('./commands/mount.ts'),
   },
   insert: {
-    summary: 'insert an HTTPS image URL into a Legacy slot and wait for the result',
-    synopsis: `<SlotId> <https-url> [--rw] [--image-user NAME --image-password-file FILE] ${connection}`,
+    summary: 'insert an HTTPS or SMB image URL into a Legacy slot and wait for the result',
+    synopsis: `<SlotId> <https-or-smb-url> [--rw] [--image-user NAME --image-password-file FILE] ${connection}`,
     load: () => import('./commands/insert.ts'),
   },
   eject: {

@@ -38,6 +38,7 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
   let encrypting: SambaServer;
   let plain: SambaServer;
   let shareDir: string;
+  let writableDir: string;
   let imageUrl: string;
   const request = async (method: string, uri: string, options?: RequestOptions) => {
     const response = await stack.server.request(method, uri, options);
@@ -50,8 +51,11 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
     shareDir = await fs.mkdtemp(path.join(stack.dir, 'share-'));
     await fs.mkdir(path.join(shareDir, 'os images'));
     await fs.writeFile(path.join(shareDir, 'os images', 'disk.img'), image);
-    const shares = { images: shareDir };
-    encrypting = await startSamba({ encrypt: 'required', user: USER, password: PASSWORD, shares });
+    writableDir = await fs.mkdtemp(path.join(stack.dir, 'writable-'));
+    await fs.writeFile(path.join(writableDir, 'scratch.img'), Buffer.alloc(image.length));
+    const shares = { images: shareDir, scratch: writableDir };
+    const writable = ['scratch'];
+    encrypting = await startSamba({ encrypt: 'required', user: USER, password: PASSWORD, shares, writable });
     plain = await startSamba({ encrypt: 'off', user: USER, password: PASSWORD, shares });
     imageUrl = `smb://127.0.0.1:${encrypting.port}/images/os%20images/disk.img`;
   });
@@ -197,6 +201,21 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
     assert.equal(final.status, 204, final.text);
     assert.equal((await request('POST', ejectUri, { body: {} })).status, 204);
     await assertCleanSlot();
+  });
+
+  test('WriteProtected false on a writable share: the host writes through to the file on the share', async () => {
+    const url = `smb://127.0.0.1:${encrypting.port}/scratch/scratch.img`;
+    const { final } = await insert({ Image: url, UserName: USER, Password: PASSWORD, WriteProtected: false });
+    assert.equal(final.status, 204, final.text);
+    assert.equal((await request('GET', slotUri)).json.WriteProtected, false);
+    const written = randomBytes(image.length);
+    const source = path.join(stack.dir, 'written.img');
+    await fs.writeFile(source, written);
+    const socket = path.join(stack.harness.hostDir, 'Slot_2.sock');
+    await run('nbdcopy', [source, `nbd+unix:///?socket=${socket}`]);
+    assert.equal((await request('POST', ejectUri, { body: {} })).status, 204);
+    await assertCleanSlot();
+    assert.equal(sha256(await fs.readFile(path.join(writableDir, 'scratch.img'))), sha256(written));
   });
 
   test('the password is in no response and no log line', async () => {
