@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { freeLoopbackPort } from './ports.ts';
 import { waitFor } from './wait.ts';
 
 const run = promisify(execFile);
@@ -94,7 +95,7 @@ export async function startSamba(
   options: Omit<SambaOptions, 'port'> & { password: string },
 ): Promise<SambaServer> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-samba-'));
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   const { files, env } = sambaFiles(dir, { ...options, port });
   await Promise.all(SAMBA_FOLDERS.map((folder) => fs.mkdir(path.join(dir, folder), { recursive: true })));
   await Promise.all(Object.entries(files).map(([file, text]) => fs.writeFile(file, text)));
@@ -142,15 +143,6 @@ export async function startSamba(
     throw error;
   }
   return server;
-}
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  probe.close();
-  await once(probe, 'close');
-  return port;
 }
 
 function canConnect(port: number): Promise<boolean> {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
 import { type ImageServer, startImageServer } from './https-image-server.ts';
-import { type Response, startTestServer, type TestServer } from './server.ts';
+import { type RequestOptions, type Response, startTestServer, type TestServer } from './server.ts';
 import { type ServiceHarness, startServiceHarness } from './service-harness.ts';
 import { createTestCertificates, type TestCertificates } from './test-ca.ts';
 import { abortOnExit, waitFor } from './wait.ts';
@@ -26,6 +26,9 @@ export interface VmStack {
   client: VirtualMediaDbusClient;
   /** The real HTTPS server; its `request` validates every Redfish body against the DMTF schemas. */
   server: TestServer;
+  /** `server.request`, recording every response in `responses` (so a test can scan them all for secrets). */
+  request(method: string, uri: string, options?: RequestOptions): Promise<Response>;
+  responses: Response[];
   /** Kills the service with SIGKILL (no cleanup, as a crash would). */
   killService(): Promise<void>;
   /** Starts a new `vmedia service` on the same bus and state directory. */
@@ -50,6 +53,7 @@ export async function startVmStack(options: {
   const server = await startTestServer({ virtualMedia: client });
   let replacement: ChildProcess | undefined;
 
+  const responses: Response[] = [];
   const stack: VmStack = {
     dir: harness.dir,
     harness,
@@ -57,6 +61,12 @@ export async function startVmStack(options: {
     images,
     client,
     server,
+    responses,
+    async request(method, uri, options) {
+      const response = await server.request(method, uri, options);
+      responses.push(response);
+      return response;
+    },
     async killService() {
       const victim = replacement ?? harness.service;
       if (victim.exitCode !== null || victim.signalCode !== null) return;
@@ -101,13 +111,21 @@ export async function startVmStack(options: {
   return stack;
 }
 
-/** Follows a task monitor until the task has finished; answers the final monitor response. */
+/** Follows a task monitor until the task has finished; answers (and records) the final monitor response. */
 export async function followTask(stack: VmStack, monitor: string): Promise<Response> {
-  return waitFor(
+  const final = await waitFor(
     async () => {
       const response = await stack.server.request('GET', monitor);
       return response.status !== 202 && response;
     },
     { what: `task ${monitor} to finish`, timeoutMs: 60_000, intervalMs: 100 },
   );
+  stack.responses.push(final);
+  return final;
+}
+
+/** The MessageIds of an error response, without the registry prefix (`ResourceNotFound`). */
+export function messageIds(response: Response): string[] {
+  const info = response.json?.error?.['@Message.ExtendedInfo'] ?? [];
+  return info.map((m: { MessageId: string }) => m.MessageId.replace(/^Base\.1\.22\.1\./, ''));
 }

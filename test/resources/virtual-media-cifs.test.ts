@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import fs from 'node:fs/promises';
-import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { freeLoopbackPort } from '../helpers/ports.ts';
 import { type SambaServer, startSamba } from '../helpers/samba.ts';
 import type { RequestOptions, Response } from '../helpers/server.ts';
 import { processesExposing } from '../helpers/service-harness.ts';
-import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { followTask, messageIds, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const run = promisify(execFile);
 const slotUri = '/redfish/v1/Managers/bmc/VirtualMedia/Slot_2';
@@ -21,11 +20,6 @@ const USER = 'imaging';
 const PASSWORD = 'Smb-pässword, 9c41-never-leak';
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
-function messageIds(response: Response): string[] {
-  const info = response.json?.error?.['@Message.ExtendedInfo'] ?? [];
-  return info.map((m: { MessageId: string }) => m.MessageId.replace(/^Base\.1\.22\.1\./, ''));
-}
-
 /**
  * Legacy smb:// through Redfish on a machine whose kernel has no CIFS: the service picks the userspace
  * client (nbdkit + libsmbclient) and reads the image from a real Samba server that requires encryption.
@@ -33,18 +27,14 @@ function messageIds(response: Response): string[] {
 describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba, emulated host)', () => {
   // Not a multiple of 512, so a size rounded anywhere shows in the hash.
   const image = randomBytes(2 * 1024 * 1024 + 1234);
-  const responses: Response[] = [];
   let stack: VmStack;
   let encrypting: SambaServer;
   let plain: SambaServer;
   let shareDir: string;
   let writableDir: string;
   let imageUrl: string;
-  const request = async (method: string, uri: string, options?: RequestOptions) => {
-    const response = await stack.server.request(method, uri, options);
-    responses.push(response);
-    return response;
-  };
+  const request = (method: string, uri: string, options?: RequestOptions) =>
+    stack.request(method, uri, options);
 
   before(async () => {
     stack = await startVmStack({ images: {} });
@@ -70,7 +60,6 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
     const accepted = await request('POST', insertUri, { body });
     assert.equal(accepted.status, 202, accepted.text);
     const final = await followTask(stack, String(accepted.headers.location));
-    responses.push(final);
     return { accepted, final };
   }
 
@@ -122,15 +111,6 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
     await stack.harness.waitFor(async () => (await encrypting.sessions()).length === 0, 'the session to end');
   });
 
-  async function closedPort(): Promise<number> {
-    const server = net.createServer().listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as AddressInfo;
-    server.close();
-    await once(server, 'close');
-    return port;
-  }
-
   const failures: Array<[string, () => Promise<Record<string, unknown>>, number, string, RegExp]> = [
     [
       'a wrong password',
@@ -171,7 +151,7 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
     [
       'an unreachable server (closed port)',
       async () => ({
-        Image: `smb://127.0.0.1:${await closedPort()}/images/disk.img`,
+        Image: `smb://127.0.0.1:${await freeLoopbackPort()}/images/disk.img`,
         UserName: USER,
         Password: PASSWORD,
       }),
@@ -219,8 +199,8 @@ describe('Redfish InsertMedia from an SMB 3 share (userspace client, real Samba,
   });
 
   test('the password is in no response and no log line', async () => {
-    assert.ok(responses.length > 10);
-    for (const response of responses) assert.ok(!response.text.includes(PASSWORD), response.text);
+    assert.ok(stack.responses.length > 10);
+    for (const response of stack.responses) assert.ok(!response.text.includes(PASSWORD), response.text);
     assert.ok(!stack.harness.output().includes(PASSWORD), 'service log');
     assert.ok(!(await encrypting.log()).includes(PASSWORD), 'smbd log');
   });

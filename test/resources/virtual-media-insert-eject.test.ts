@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { RequestOptions, Response } from '../helpers/server.ts';
+import type { RequestOptions } from '../helpers/server.ts';
 import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const run = promisify(execFile);
@@ -18,14 +18,10 @@ const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('h
 
 describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)', () => {
   const image = randomBytes(3 * 1024 * 1024 + 512);
-  const responses: Response[] = [];
   let stack: VmStack;
   let imageUrl: string;
-  const request = async (method: string, uri: string, options?: RequestOptions) => {
-    const response = await stack.server.request(method, uri, options);
-    responses.push(response);
-    return response;
-  };
+  const request = (method: string, uri: string, options?: RequestOptions) =>
+    stack.request(method, uri, options);
 
   before(async () => {
     stack = await startVmStack({ images: { '/images/disk.img': image }, imageCredentials });
@@ -86,7 +82,6 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
     assert.equal(accepted.json.TaskMonitor, monitor);
 
     const final = await followTask(stack, monitor);
-    responses.push(final);
     assert.equal(final.status, 204, final.text);
 
     const task = await request('GET', accepted.json['@odata.id']);
@@ -151,7 +146,7 @@ describe('Redfish InsertMedia/EjectMedia with the real service (emulated host)',
   });
 
   test('no response ever carried the image password', () => {
-    assert.ok(responses.length > 5);
-    for (const response of responses) assert.ok(!response.text.includes(imageCredentials.password));
+    assert.ok(stack.responses.length > 5);
+    for (const response of stack.responses) assert.ok(!response.text.includes(imageCredentials.password));
   });
 });

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import fs from 'node:fs/promises';
-import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
-import type { RequestOptions, Response } from '../helpers/server.ts';
+import { freeLoopbackPort } from '../helpers/ports.ts';
+import type { RequestOptions } from '../helpers/server.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
-import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { followTask, messageIds, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const slotUri = `${collectionUri}/Slot_3`;
@@ -16,22 +15,13 @@ const insertUri = `${slotUri}/Actions/VirtualMedia.InsertMedia`;
 const SECRET = 'Pw-never-echoed-7f3a';
 const image = Buffer.alloc(1024 * 1024, 0x5a);
 
-function messageIds(response: Response): string[] {
-  const info = response.json?.error?.['@Message.ExtendedInfo'] ?? [];
-  return info.map((m: { MessageId: string }) => m.MessageId.replace(/^Base\.1\.22\.1\./, ''));
-}
-
 describe('InsertMedia rules, failing images and PATCH through the real service', () => {
-  const responses: Response[] = [];
   let stack: VmStack;
   let imageUrl: string;
   let untrusted: ImageServer;
   let untrustedDir: string;
-  const request = async (method: string, uri: string, options?: RequestOptions) => {
-    const response = await stack.server.request(method, uri, options);
-    responses.push(response);
-    return response;
-  };
+  const request = (method: string, uri: string, options?: RequestOptions) =>
+    stack.request(method, uri, options);
 
   before(async () => {
     stack = await startVmStack({ images: { '/disk.img': image } });
@@ -238,19 +228,10 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
     assert.equal(read.status, 200);
   });
 
-  async function closedPort(): Promise<number> {
-    const server = net.createServer().listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as AddressInfo;
-    server.close();
-    await once(server, 'close');
-    return port;
-  }
-
   const failures: Array<[string, () => Promise<string>, number, string, RegExp]> = [
     [
       'a closed port',
-      async () => `https://127.0.0.1:${await closedPort()}/disk.img`,
+      async () => `https://127.0.0.1:${await freeLoopbackPort()}/disk.img`,
       400,
       'CouldNotEstablishConnection',
       /failed to establish a connection/,
@@ -277,7 +258,6 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
       });
       assert.equal(accepted.status, 202, accepted.text);
       const final = await followTask(stack, String(accepted.headers.location));
-      responses.push(final);
       assert.equal(final.status, status, final.text);
       assert.deepEqual(messageIds(final), [id]);
       const task = await request('GET', accepted.json['@odata.id']);
@@ -335,8 +315,8 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
   });
 
   test('no response body ever contained a submitted password', () => {
-    assert.ok(responses.length > 30);
-    for (const response of responses) {
+    assert.ok(stack.responses.length > 30);
+    for (const response of stack.responses) {
       assert.ok(!response.text.includes(SECRET), response.text);
       assert.ok(!response.text.includes('987654321'), response.text);
     }

@@ -70,6 +70,7 @@ export async function startKernelCifsSource(
       nbdkit: options.nbdkit,
       readOnly: options.readOnly,
       plugin: ['file', `file=${image}`],
+      credentials: undefined, // the kernel has them: nbdkit only reads a local file
       explain: (stderr, cause) => new MountFailure(Errno.EIO, lastLine(stderr), { cause }),
     },
     context,

@@ -4,7 +4,7 @@ import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
 import { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
-import { lastLine, PASSWORD_FD, startNbdkit } from './nbdkit.ts';
+import { lastLine, startNbdkit } from './nbdkit.ts';
 import type { MediumSource } from './source.ts';
 
 /**
@@ -31,20 +31,8 @@ export function startUserspaceCifsSource(
   options: UserspaceCifsOptions,
   context: MountContext,
 ): Promise<MediumSource> {
-  const { credentials } = options;
   const plugin = ['python', PLUGIN, `url=${options.url.href}`, `readonly=${options.readOnly}`];
-  if (credentials) plugin.push(`user=${credentials.user}`, `password=-${PASSWORD_FD}`);
-  return startNbdkit(
-    {
-      config: options.config,
-      nbdkit: options.nbdkit,
-      readOnly: options.readOnly,
-      plugin,
-      password: credentials?.password,
-      explain: explainPluginFailure,
-    },
-    context,
-  );
+  return startNbdkit({ ...options, plugin, explain: explainPluginFailure }, context);
 }
 
 const ERRNO_BY_NAME: Readonly<Record<string, number>> = {

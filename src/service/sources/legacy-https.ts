@@ -3,7 +3,7 @@ import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
 import { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
-import { lastLine, PASSWORD_FD, startNbdkit } from './nbdkit.ts';
+import { lastLine, startNbdkit } from './nbdkit.ts';
 import type { MediumSource } from './source.ts';
 
 export interface HttpsSourceOptions {
@@ -21,7 +21,6 @@ export interface HttpsSourceOptions {
  * verification on, TLS ≥ 1.2, https only and no redirects.
  */
 export function startHttpsSource(options: HttpsSourceOptions, context: MountContext): Promise<MediumSource> {
-  const { credentials } = options;
   const plugin = [
     'curl',
     `url=${options.url.href}`,
@@ -30,18 +29,7 @@ export function startHttpsSource(options: HttpsSourceOptions, context: MountCont
     'ssl-version=tlsv1.2',
   ];
   if (options.caBundle) plugin.push(`cainfo=${options.caBundle}`);
-  if (credentials) plugin.push(`user=${credentials.user}`, `password=-${PASSWORD_FD}`);
-  return startNbdkit(
-    {
-      config: options.config,
-      nbdkit: options.nbdkit,
-      readOnly: options.readOnly,
-      plugin,
-      password: credentials?.password,
-      explain: explainCurlFailure,
-    },
-    context,
-  );
+  return startNbdkit({ ...options, plugin, explain: explainCurlFailure }, context);
 }
 
 /** Maps nbdkit-curl's (libcurl's) error text to the errno reported in Completion. */

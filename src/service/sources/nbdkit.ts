@@ -5,12 +5,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Errno } from '../../contract/dbus.ts';
 import { helperPidFile, spawnChild } from '../child.ts';
 import type { SlotConfig } from '../config.ts';
+import type { Credentials } from '../credentials.ts';
 import type { MountFailure } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
 import type { MediumSource } from './source.ts';
 
 /** The fd nbdkit's plugin reads the password from (`password=-3`): nothing secret in argv, env or on disk. */
-export const PASSWORD_FD = 3;
+const PASSWORD_FD = 3;
 const READY_POLL_MS = 50;
 /** How long a failed handshake waits for nbdkit's explanation to arrive on stderr. */
 const EXPLANATION_WAIT_MS = 1000;
@@ -20,10 +21,13 @@ export interface NbdkitOptions {
   /** The nbdkit executable. */
   nbdkit: string;
   readOnly: boolean;
-  /** Plugin name or file, then its `key=value` parameters; `password=-3` when a password is given. */
+  /** Plugin name or file, then its `key=value` parameters. */
   plugin: string[];
-  /** Written to PASSWORD_FD and closed; the caller wipes it. */
-  password?: Buffer;
+  /**
+   * Appended as `user=<name> password=-3` (the convention of nbdkit's curl plugin, which ours follows),
+   * the password written to fd 3 and closed; the caller wipes it once nbdkit has started.
+   */
+  credentials: Credentials | undefined;
   /** Turns nbdkit's stderr into the errno and reason of a failure (its plugin's own messages). */
   explain(stderr: string, cause?: unknown): MountFailure;
 }
@@ -35,7 +39,7 @@ export interface NbdkitOptions {
  * checked at start) fails the mount with `explain`'s reading of its stderr.
  */
 export async function startNbdkit(options: NbdkitOptions, context: MountContext): Promise<MediumSource> {
-  const { config } = options;
+  const { config, credentials } = options;
   const socketPath = config.unixSocket;
   const pidFile = helperPidFile(config, 'nbdkit');
   await Promise.all([fs.rm(socketPath, { force: true }), fs.rm(pidFile, { force: true })]);
@@ -46,15 +50,16 @@ export async function startNbdkit(options: NbdkitOptions, context: MountContext)
   const args = ['--exit-with-parent', '--unix', socketPath, '--pidfile', pidFile];
   if (options.readOnly) args.push('--readonly');
   args.push(...options.plugin);
+  if (credentials) args.push(`user=${credentials.user}`, `password=-${PASSWORD_FD}`);
   const nbdkit = spawnChild(options.nbdkit, args, {
     cleanup: context.cleanup,
     log: context.log,
-    stdio: ['ignore', 'ignore', 'pipe', options.password ? 'pipe' : 'ignore'],
+    stdio: ['ignore', 'ignore', 'pipe', credentials ? 'pipe' : 'ignore'],
   });
-  if (options.password) {
+  if (credentials) {
     const passwordPipe = nbdkit.process.stdio[PASSWORD_FD] as Writable;
     passwordPipe.on('error', () => {}); // nbdkit exiting early is reported through its exit instead
-    passwordPipe.end(options.password);
+    passwordPipe.end(credentials.password);
   }
 
   let exited = false;
