@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AccountStore } from './accounts.ts';
 import { type Privilege, privilegesOf, type RoleId } from './privileges.ts';
 import type { Session, SessionKind } from './sessions.ts';
@@ -14,6 +14,31 @@ export interface Principal {
 /** Cookie names as bmcweb and webui-vue use them. */
 export const sessionCookie = 'SESSION';
 export const xsrfCookie = 'XSRF-TOKEN';
+/** Script-readable, as bmcweb sets it: webui-vue counts itself logged in while it is there. */
+const authenticatedCookie = 'IsAuthenticated';
+
+const cookieOptions = { path: '/', secure: true, sameSite: 'strict' } as const;
+
+/**
+ * Hands a browser its cookie session, the way bmcweb does: the token in an HttpOnly `SESSION` cookie,
+ * and in script-readable cookies the XSRF token (echoed back in `X-XSRF-TOKEN` or as the WebSocket
+ * subprotocol) and `IsAuthenticated`.
+ */
+export function setSessionCookies(reply: FastifyReply, session: Session): FastifyReply {
+  if (session.kind !== 'cookie' || session.xsrfToken === undefined) {
+    throw new Error(`session ${session.id} is not a cookie session`);
+  }
+  return reply
+    .setCookie(sessionCookie, session.token, { ...cookieOptions, httpOnly: true })
+    .setCookie(xsrfCookie, session.xsrfToken, cookieOptions)
+    .setCookie(authenticatedCookie, 'true', cookieOptions);
+}
+
+/** Tells the browser to forget its cookie session (logout). */
+export function clearSessionCookies(reply: FastifyReply): FastifyReply {
+  for (const name of [sessionCookie, xsrfCookie, authenticatedCookie]) reply.clearCookie(name, cookieOptions);
+  return reply;
+}
 
 const resolved = new WeakMap<FastifyRequest, Promise<Principal | undefined>>();
 

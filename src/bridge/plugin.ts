@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
-import fastifyWebsocket from '@fastify/websocket';
+import fastifyWebsocket, { type WebsocketPluginOptions } from '@fastify/websocket';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
+import { WebSocket } from 'ws';
 import { principalOf } from '../auth/plugin.ts';
 import { SlotMode } from '../contract/dbus.ts';
 import { RETRY_AFTER_SECONDS } from '../contract/redfish.ts';
@@ -20,6 +21,20 @@ declare module 'fastify' {
 export interface BridgePluginOptions {
   client: VirtualMediaClient;
   limits?: RelayLimits;
+}
+
+type WebSocketClass = NonNullable<NonNullable<WebsocketPluginOptions['options']>['WebSocket']>;
+
+/**
+ * A peer that closes without a status code (a browser's `ws.close()`, as webui-vue stops a medium) gets
+ * 1000 back rather than an empty close frame, which the browser reports as 1005: clients such as
+ * webui-vue count only 1000 as a clean end. ws answers such a close frame with `close()` and no code;
+ * every close the bridge itself sends names its code.
+ */
+class NormalClosingWebSocket extends WebSocket {
+  override close(code?: number, reason?: string | Buffer): void {
+    super.close(code ?? CloseCode.Normal, reason);
+  }
 }
 
 /**
@@ -66,6 +81,8 @@ async function bridgePlugin(app: FastifyInstance, options: BridgePluginOptions) 
   await app.register(async (scope) => {
     await scope.register(fastifyWebsocket, {
       options: {
+        // ws only constructs it; the type names the module's statics (Server, …), which a subclass lacks.
+        WebSocket: NormalClosingWebSocket as unknown as WebSocketClass,
         maxPayload: limits.maxMessage,
         perMessageDeflate: false,
         handleProtocols: (offered, request) => {

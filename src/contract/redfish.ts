@@ -13,11 +13,19 @@ export const sessionsUri = `${sessionServiceUri}/Sessions`;
 export const accountServiceUri = '/redfish/v1/AccountService';
 export const taskServiceUri = '/redfish/v1/TaskService';
 
-/** The slots' collection (under the Manager, as bmcweb serves it). */
+/** The slots' collection under the Manager, as bmcweb serves it (and the CLI and web UI use). */
 export const virtualMediaUri = `${managerUri}/VirtualMedia`;
+/** The same slots under the ComputerSystem: DMTF's location since Manager v1_10 deprecated the other. */
+export const systemVirtualMediaUri = `${systemUri}/VirtualMedia`;
+/** Both collections serve the same members and actions; each member's URIs stay under its collection. */
+export const virtualMediaCollectionUris = [systemVirtualMediaUri, virtualMediaUri] as const;
+export type VirtualMediaCollectionUri = (typeof virtualMediaCollectionUris)[number];
 
-export function virtualMediaMemberUri(slotId: string): string {
-  return `${virtualMediaUri}/${encodeURIComponent(slotId)}`;
+export function virtualMediaMemberUri(
+  slotId: string,
+  collectionUri: VirtualMediaCollectionUri = virtualMediaUri,
+): string {
+  return `${collectionUri}/${encodeURIComponent(slotId)}`;
 }
 
 export type VirtualMediaAction = 'InsertMedia' | 'EjectMedia';

@@ -11,6 +11,7 @@ export const oemVirtualMediaType = `#${oemNamespace}.${oemVersion}.VirtualMedia`
 
 const resourceVersions = {
   AccountService: 'v1_18_1',
+  ActionInfo: 'v1_5_0',
   ComputerSystem: 'v1_27_0',
   Manager: 'v1_24_0',
   ManagerAccount: 'v1_14_1',

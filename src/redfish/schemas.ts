@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import accountService from '../../schemas/AccountService.json' with { type: 'json' };
+import actionInfo from '../../schemas/ActionInfo.json' with { type: 'json' };
 import collection from '../../schemas/Collection.json' with { type: 'json' };
 import computerSystem from '../../schemas/ComputerSystem.json' with { type: 'json' };
 import common from '../../schemas/common.json' with { type: 'json' };
@@ -43,6 +44,7 @@ export const redfishSchemas: readonly { $id: string }[] = [
   redfishError,
   collection,
   accountService,
+  actionInfo,
   computerSystem,
   manager,
   managerAccount,

@@ -23,6 +23,8 @@ export async function managerRoutes(app: FastifyInstance, options: { uuid: strin
       Description: 'Baseboard Management Controller',
       ManagerType: 'BMC',
       UUID: options.uuid,
+      DateTime: dateTime(new Date()),
+      DateTimeLocalOffset: '+00:00',
       Status: { State: 'Enabled', Health: 'OK' },
       // Linked only once the VirtualMedia routes are registered, so the link never leads to a 404.
       ...(app.hasRoute({ method: 'GET', url: virtualMediaUri })
@@ -31,4 +33,9 @@ export async function managerRoutes(app: FastifyInstance, options: { uuid: strin
       Links: { ManagerForServers: [link(systemUri)], 'ManagerForServers@odata.count': 1 },
     }),
   );
+}
+
+/** RFC 3339 in UTC to the second, as bmcweb writes it (`2026-12-03T11:22:12+00:00`). */
+function dateTime(now: Date): string {
+  return `${now.toISOString().slice(0, 19)}+00:00`;
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import sessionServicePatch from '../../schemas/requests/SessionServicePatch.json' with { type: 'json' };
+import { clearSessionCookies, setSessionCookies } from '../auth/authenticate.ts';
 import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
 import type { Session } from '../auth/sessions.ts';
 import { sessionServiceUri, sessionsUri } from '../contract/redfish.ts';
@@ -30,7 +31,10 @@ function sessionResource(session: Session) {
   };
 }
 
-/** SessionService: token sessions for Redfish clients (create = log in, delete = log out) and the timeout. */
+/**
+ * SessionService: sessions (create = log in, delete = log out) — a token for Redfish clients, a cookie
+ * session for scripts in a browser — and the idle timeout.
+ */
 export async function sessionServiceRoutes(app: FastifyInstance) {
   const serviceResource = () => ({
     '@odata.id': serviceUri,
@@ -98,7 +102,8 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
         config: { public: true },
         schema: {
           tags,
-          summary: 'Log in: answers 201 with the session token in X-Auth-Token',
+          summary:
+            'Log in: 201 with the token in X-Auth-Token, or with X-Requested-With the SESSION and XSRF-TOKEN cookies',
           body: schemaRef('requests/SessionCreate.json'),
           response: { 201: schemaRef('Session.json') },
         },
@@ -106,13 +111,15 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
       async (request, reply) => {
         const account = await app.accounts.verify(request.body.UserName, request.body.Password);
         if (!account) throw unauthorized(request);
-        const session = app.sessions.create(account.username, 'token', request.ip);
-        request.log.info({ user: account.username, session: session.id }, 'session created');
-        return reply
-          .code(201)
-          .header('Location', `${sessionsUri}/${session.id}`)
-          .header('X-Auth-Token', session.token)
-          .send(sessionResource(session));
+        // bmcweb's rule: a script in a browser (webui-vue sends X-Requested-With) gets a cookie session,
+        // whose XSRF token it can also offer to the /nbd WebSocket; any other client gets a token.
+        const kind = request.headers['x-requested-with'] ? 'cookie' : 'token';
+        const session = app.sessions.create(account.username, kind, request.ip);
+        request.log.info({ user: account.username, session: session.id, kind }, 'session created');
+        reply.code(201).header('Location', `${sessionsUri}/${session.id}`);
+        if (kind === 'cookie') setSessionCookies(reply, session);
+        else reply.header('X-Auth-Token', session.token);
+        return reply.send(sessionResource(session));
       },
     );
   }
@@ -137,6 +144,10 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
       const session = findSession(request);
       app.sessions.delete(session.id);
       request.log.info({ user: session.username, session: session.id }, 'session deleted');
+      // Logging out of the browser's own cookie session: its cookies go too.
+      if (principalOf(request).session?.id === session.id && session.kind === 'cookie') {
+        clearSessionCookies(reply);
+      }
       return reply.code(204).send();
     },
   );

@@ -1,6 +1,6 @@
 import { isValidCredential } from '../contract/credentials.ts';
 import { Errno } from '../contract/dbus.ts';
-import { checkImageUrl, transferProtocolOf } from '../contract/image-url.ts';
+import { checkImageUrl, TRANSFER_PROTOCOL_BY_SCHEME, transferProtocolOf } from '../contract/image-url.ts';
 import type { LegacyCredentials } from '../dbus/virtual-media-client.ts';
 import { errors } from '../redfish/errors.ts';
 import { type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
@@ -65,6 +65,11 @@ export function displayUrl(image: string): string {
 
 /** The Redfish TransferProtocolType an image URL implies; null for none we support. */
 export const protocolOf = transferProtocolOf;
+
+/** Every TransferProtocolType a Legacy slot takes, the default (what an https:// image uses) first. */
+export function transferProtocolTypes(): readonly string[] {
+  return Object.values(TRANSFER_PROTOCOL_BY_SCHEME);
+}
 
 /** Applies docs/contract.md §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
 export function checkInsert(parameters: InsertParameters, problems: ParameterProblems): InsertRequest {

@@ -2,7 +2,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import virtualMediaPatch from '../../schemas/requests/VirtualMediaPatch.json' with { type: 'json' };
 import { DbusError, Errno, SlotMode } from '../contract/dbus.ts';
-import { RETRY_AFTER_SECONDS, virtualMediaMemberUri, virtualMediaUri } from '../contract/redfish.ts';
+import {
+  RETRY_AFTER_SECONDS,
+  type VirtualMediaCollectionUri,
+  virtualMediaCollectionUris,
+  virtualMediaMemberUri,
+} from '../contract/redfish.ts';
 import {
   type SlotState,
   VirtualMediaCallError,
@@ -11,7 +16,7 @@ import {
 } from '../dbus/virtual-media-client.ts';
 import { errors, type RedfishError } from '../redfish/errors.ts';
 import { assertIfMatch } from '../redfish/etag.ts';
-import { redfishMessage } from '../redfish/messages.ts';
+import { type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
 import { collection, odataType, oemVirtualMediaType } from '../redfish/odata.ts';
 import { patchChanges, readOnlyProperties } from '../redfish/patch.ts';
 import { schemaRef } from '../redfish/schemas.ts';
@@ -26,10 +31,15 @@ import {
   insertOutcome,
   propertyProblems,
   protocolOf,
+  transferProtocolTypes,
 } from './virtual-media-insert.ts';
 
-/** Long enough for an unmount that only stops local processes; anything slower becomes a task. */
-const EJECT_SYNC_MS = 5000;
+/**
+ * How long InsertMedia and EjectMedia wait for the service's Completion before answering with a task.
+ * Most clients (Ironic, Ansible, Tacklebox, webui-vue) never poll a task: a mount or unmount that ends
+ * within this bound answers with its outcome directly (204, or the error), and only slower ones get 202.
+ */
+const SYNC_ANSWER_MS = 5000;
 /** On top of the slot's own Timeout: the service ends every mount by then with Completion(EBUSY). */
 const COMPLETION_MARGIN_S = 30;
 
@@ -42,13 +52,49 @@ export interface VirtualMediaOptions {
   tasks: TaskStore;
 }
 
-/** `VirtualMedia.v1_6_5` of one slot, mapped per docs/contract.md §3 (not bmcweb's quirks, §6). */
-export function memberResource(slot: SlotState) {
-  const uri = virtualMediaMemberUri(slot.slotId);
+/** The parameters InsertMedia takes and the values it allows, as its ActionInfo and annotations say. */
+function insertMediaParameters() {
+  return [
+    { Name: 'Image', Required: true, DataType: 'String' },
+    { Name: 'Inserted', Required: false, DataType: 'Boolean', AllowableValues: ['true'] },
+    { Name: 'WriteProtected', Required: false, DataType: 'Boolean' },
+    { Name: 'UserName', Required: false, DataType: 'String' },
+    { Name: 'Password', Required: false, DataType: 'String' },
+    { Name: 'TransferMethod', Required: false, DataType: 'String', AllowableValues: ['Stream'] },
+    {
+      Name: 'TransferProtocolType',
+      Required: false,
+      DataType: 'String',
+      AllowableValues: [...transferProtocolTypes()],
+    },
+  ];
+}
+
+const INSERT_ACTION_INFO = 'InsertMediaActionInfo';
+
+/**
+ * `VirtualMedia.v1_6_5` of one slot as served under `collectionUri`, mapped per docs/contract.md §3 (not
+ * bmcweb's quirks, §6). `userName` is the one the medium was inserted with, when the server knows it.
+ */
+export function memberResource(
+  slot: SlotState,
+  collectionUri?: VirtualMediaCollectionUri,
+  userName: string | null = null,
+) {
+  const uri = virtualMediaMemberUri(slot.slotId, collectionUri);
   const proxy = slot.mode === SlotMode.Proxy;
   const image = !proxy && slot.imageUrl ? displayUrl(slot.imageUrl) : null;
   const actions = {
-    ...(proxy ? {} : { '#VirtualMedia.InsertMedia': { target: `${uri}/Actions/${INSERT_ACTION}` } }),
+    ...(proxy
+      ? {}
+      : {
+          '#VirtualMedia.InsertMedia': {
+            target: `${uri}/Actions/${INSERT_ACTION}`,
+            '@Redfish.ActionInfo': `${uri}/${INSERT_ACTION_INFO}`,
+            'TransferMethod@Redfish.AllowableValues': ['Stream'],
+            'TransferProtocolType@Redfish.AllowableValues': [...transferProtocolTypes()],
+          },
+        }),
     '#VirtualMedia.EjectMedia': { target: `${uri}/Actions/${EJECT_ACTION}` },
   };
   return {
@@ -61,12 +107,15 @@ export function memberResource(slot: SlotState) {
       : 'Legacy mode: the BMC reads the image from an HTTPS or SMB URI',
     MediaTypes: ['CD', 'USBStick'],
     TransferMethod: 'Stream',
-    TransferProtocolType: proxy ? 'OEM' : image ? protocolOf(image) : null,
+    // An empty Legacy slot shows the protocol an image is fetched with by default, not null: clients
+    // (Ironic) read null as "takes no URL". The action's AllowableValues list every protocol it takes.
+    TransferProtocolType: proxy ? 'OEM' : image ? protocolOf(image) : transferProtocolTypes()[0],
     Inserted: slot.active,
     ConnectedVia: slot.active ? (proxy ? 'Applet' : 'URI') : 'NotConnected',
     Image: image,
     ImageName: image ? imageName(image) : null,
     WriteProtected: slot.writeProtected,
+    UserName: image ? userName : null,
     Password: null,
     Status: { State: !slot.active && slot.imageUrl ? 'Starting' : 'Enabled', Health: 'OK' },
     Actions: actions,
@@ -86,6 +135,31 @@ function unavailable(): RedfishError {
 }
 
 const inUse = () => errors.resourceInUse();
+
+/** Why a Proxy slot takes no URL, for the clients that try (a PATCH of Image, an InsertMedia). */
+const PROXY_SLOT_RESOLUTION =
+  'This slot is a Proxy slot: its medium is streamed by a browser or the vmedia CLI over the WebSocket endpoint in Oem.OpenBMC.WebSocketEndpoint. Insert an image URI into a Legacy slot instead (one whose InsertMedia action lists HTTPS or CIFS).';
+
+function proxySlotRefusal(message: RedfishMessage): RedfishError {
+  return errors.badRequest([{ ...message, Resolution: PROXY_SLOT_RESOLUTION }]);
+}
+
+/** Members in the order clients should find them: Legacy slots first, as clients take the first match. */
+function membersInOrder(slots: readonly SlotState[]): SlotState[] {
+  const legacy = slots.filter((slot) => slot.mode === SlotMode.Legacy);
+  return [...legacy, ...slots.filter((slot) => slot.mode !== SlotMode.Legacy)];
+}
+
+/** The outcome if `outcome` settles within SYNC_ANSWER_MS; undefined if it is still pending then. */
+async function withinSyncBound(outcome: Promise<TaskOutcome>): Promise<TaskOutcome | undefined> {
+  const stopWaiting = new AbortController();
+  const late = delay(SYNC_ANSWER_MS, undefined, { signal: stopWaiting.signal }).catch(() => undefined);
+  try {
+    return await Promise.race([outcome, late]);
+  } finally {
+    stopWaiting.abort();
+  }
+}
 
 /** A Mount/Unmount the service refused, as the Redfish error the caller can act on. */
 function refused(error: unknown, image?: string): RedfishError {
@@ -119,10 +193,19 @@ const slotParams = {
 } as const;
 type SlotRoute = { Params: { slotId: string } };
 
-/** The VirtualMedia collection, its members, InsertMedia/EjectMedia and PATCH (Tacklebox's fallback). */
+/**
+ * The VirtualMedia collections (under the ComputerSystem and under the Manager), their members, the
+ * InsertMedia ActionInfo, InsertMedia/EjectMedia and PATCH (Tacklebox's and sushy's fallback).
+ */
 export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }: VirtualMediaOptions) {
   /** Slots with a Mount/Unmount call on its way: the service's state may not show it yet. */
   const calling = new Set<string>();
+  /** The UserName each inserted medium came with: not a D-Bus property, so only the server knows it. */
+  const userNames = new Map<string, string>();
+  const stopWatching = client.onChange((slot) => {
+    if (!slot.active && !slot.imageUrl) userNames.delete(slot.slotId);
+  });
+  app.addHook('onClose', async () => stopWatching());
 
   const findSlot = (slotId: string): SlotState => {
     if (!client.available) throw unavailable();
@@ -130,6 +213,9 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     if (!slot) throw errors.resourceNotFound('VirtualMedia', slotId);
     return slot;
   };
+
+  const member = (slot: SlotState, collectionUri: VirtualMediaCollectionUri) =>
+    memberResource(slot, collectionUri, userNames.get(slot.slotId) ?? null);
 
   const insert = async (
     reply: FastifyReply,
@@ -144,8 +230,9 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     // Listening before the call: a fast failure may signal Completion before Mount's reply is read.
     const controller = new AbortController();
     const bound = AbortSignal.timeout((slot.timeout + COMPLETION_MARGIN_S) * 1000);
-    const completion = client.nextCompletion(slot.slotId, AbortSignal.any([controller.signal, bound]));
-    completion.catch(() => undefined);
+    const completion = client
+      .nextCompletion(slot.slotId, AbortSignal.any([controller.signal, bound]))
+      .then((errno) => insertOutcome(errno, request.url), lostOutcome);
     calling.add(slot.slotId);
     try {
       await client.legacyMount(slot.slotId, request.url, request.readWrite, request.credentials);
@@ -155,8 +242,12 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     } finally {
       calling.delete(slot.slotId);
     }
-    const task = tasks.run({ name: `Insert media into ${slot.slotId}`, targetUri, httpOperation }, () =>
-      completion.then((errno) => insertOutcome(errno, request.url), lostOutcome),
+    if (request.credentials?.user) userNames.set(slot.slotId, request.credentials.user);
+    const outcome = await withinSyncBound(completion);
+    if (outcome) return sendOutcome(reply, outcome);
+    const task = tasks.run(
+      { name: `Insert media into ${slot.slotId}`, targetUri, httpOperation },
+      () => completion,
     );
     return sendAccepted(reply, task);
   };
@@ -185,10 +276,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     } finally {
       calling.delete(slot.slotId);
     }
-    const stopWaiting = new AbortController();
-    const late = delay(EJECT_SYNC_MS, undefined, { signal: stopWaiting.signal }).catch(() => undefined);
-    const outcome = await Promise.race([completion, late]);
-    stopWaiting.abort();
+    const outcome = await withinSyncBound(completion);
     if (outcome) return sendOutcome(reply, outcome);
     const task = tasks.run(
       { name: `Eject media from ${slot.slotId}`, targetUri, httpOperation },
@@ -197,101 +285,146 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     return sendAccepted(reply, task);
   };
 
-  app.get(
-    virtualMediaUri,
-    {
-      config: login,
-      schema: { tags, summary: 'Virtual media slots', response: { 200: schemaRef('Collection.json') } },
-    },
-    async () => {
-      if (!client.available) throw unavailable();
-      const members = client.slots().map((slot) => virtualMediaMemberUri(slot.slotId));
-      return collection('VirtualMediaCollection', virtualMediaUri, 'Virtual Media Services', members);
-    },
-  );
+  for (const collectionUri of virtualMediaCollectionUris) {
+    const memberUri = `${collectionUri}/:slotId`;
 
-  app.get<SlotRoute>(
-    `${virtualMediaUri}/:slotId`,
-    {
-      config: login,
-      schema: {
-        tags,
-        summary: 'One slot',
-        params: slotParams,
-        response: { 200: schemaRef('VirtualMedia.json') },
+    app.get(
+      collectionUri,
+      {
+        config: login,
+        schema: { tags, summary: 'Virtual media slots', response: { 200: schemaRef('Collection.json') } },
       },
-    },
-    async (request) => memberResource(findSlot(request.params.slotId)),
-  );
+      async () => {
+        if (!client.available) throw unavailable();
+        const members = membersInOrder(client.slots()).map((slot) =>
+          virtualMediaMemberUri(slot.slotId, collectionUri),
+        );
+        return collection('VirtualMediaCollection', collectionUri, 'Virtual Media Services', members);
+      },
+    );
 
-  app.post<SlotRoute & { Body: InsertParameters }>(
-    `${virtualMediaUri}/:slotId/Actions/${INSERT_ACTION}`,
-    {
-      config: { ...configureManager, action: INSERT_ACTION },
-      schema: {
-        tags,
-        summary: 'Insert an image from an HTTPS URI (Legacy slots); 202 with a task',
-        params: slotParams,
-        body: schemaRef('requests/InsertMedia.json'),
-        response: { 202: schemaRef('Task.json') },
+    app.get<SlotRoute>(
+      memberUri,
+      {
+        config: login,
+        schema: {
+          tags,
+          summary: 'One slot',
+          params: slotParams,
+          response: { 200: schemaRef('VirtualMedia.json') },
+        },
       },
-    },
-    async (request, reply) => {
-      const slot = findSlot(request.params.slotId);
-      if (slot.mode !== SlotMode.Legacy) throw errors.actionNotSupported(INSERT_ACTION);
-      return insert(reply, slot, request.body, actionProblems, request.url, 'POST');
-    },
-  );
+      async (request) => member(findSlot(request.params.slotId), collectionUri),
+    );
 
-  app.post<SlotRoute>(
-    `${virtualMediaUri}/:slotId/Actions/${EJECT_ACTION}`,
-    {
-      config: { ...configureManager, action: EJECT_ACTION },
-      // EjectMedia takes no parameters: no body and an empty body mean `{}` (docs/contract.md §3),
-      // as clients send all three. Anything else is still checked against the (empty) schema.
-      onRequest: (request, _reply, done) => {
-        if (request.headers['content-length'] === '0') delete request.headers['content-type'];
-        done();
+    app.get<SlotRoute>(
+      `${memberUri}/${INSERT_ACTION_INFO}`,
+      {
+        config: login,
+        schema: {
+          tags,
+          summary: 'The parameters InsertMedia takes (Legacy slots)',
+          params: slotParams,
+          response: { 200: schemaRef('ActionInfo.json') },
+        },
       },
-      preValidation: (request, _reply, done) => {
-        request.body ??= {};
-        done();
+      async (request) => {
+        const slot = findSlot(request.params.slotId);
+        if (slot.mode !== SlotMode.Legacy) throw errors.resourceNotFound('ActionInfo', INSERT_ACTION_INFO);
+        const uri = `${virtualMediaMemberUri(slot.slotId, collectionUri)}/${INSERT_ACTION_INFO}`;
+        return {
+          '@odata.id': uri,
+          '@odata.type': odataType('ActionInfo'),
+          Id: INSERT_ACTION_INFO,
+          Name: 'InsertMedia Action Info',
+          Parameters: insertMediaParameters(),
+        };
       },
-      schema: {
-        tags,
-        summary: 'Eject the medium (both modes); 204, or 202 with a task when it takes longer',
-        params: slotParams,
-        body: schemaRef('requests/EjectMedia.json'),
-        response: { 202: schemaRef('Task.json') },
-      },
-    },
-    async (request, reply) => eject(reply, findSlot(request.params.slotId), request.url, 'POST'),
-  );
+    );
 
-  app.patch<SlotRoute & { Body: InsertParameters }>(
-    `${virtualMediaUri}/:slotId`,
-    {
-      config: configureManager,
-      schema: {
-        tags,
-        summary: '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects',
-        params: slotParams,
-        body: schemaRef('requests/VirtualMediaPatch.json'),
-        response: { 202: schemaRef('Task.json') },
+    app.post<SlotRoute & { Body: InsertParameters }>(
+      `${memberUri}/Actions/${INSERT_ACTION}`,
+      {
+        config: { ...configureManager, action: INSERT_ACTION },
+        schema: {
+          tags,
+          summary:
+            'Insert an image from an HTTPS or SMB URI (Legacy slots): 204 once mounted, or 202 with a task when it takes longer',
+          params: slotParams,
+          body: schemaRef('requests/InsertMedia.json'),
+          response: { 202: schemaRef('Task.json') },
+        },
       },
-    },
-    async (request, reply) => {
-      const slot = findSlot(request.params.slotId);
-      assertIfMatch(request, reply, memberResource(slot), 'VirtualMedia.json');
-      const changes = patchChanges(request.body, memberReadOnly);
-      if (typeof changes.Image === 'string') {
-        if (slot.mode !== SlotMode.Legacy) throw errors.propertyNotWritable('Image');
-        return insert(reply, slot, changes, propertyProblems, request.url, 'PATCH');
-      }
-      if (changes.Image === null || changes.Inserted === false) {
-        return eject(reply, slot, request.url, 'PATCH');
-      }
-      throw errors.badRequest([propertyProblems.missing('Image')]);
-    },
-  );
+      async (request, reply) => {
+        const slot = findSlot(request.params.slotId);
+        if (slot.mode !== SlotMode.Legacy) {
+          throw proxySlotRefusal(redfishMessage('ActionNotSupported', [INSERT_ACTION]));
+        }
+        return insert(reply, slot, request.body, actionProblems, request.url, 'POST');
+      },
+    );
+
+    app.post<SlotRoute>(
+      `${memberUri}/Actions/${EJECT_ACTION}`,
+      {
+        config: { ...configureManager, action: EJECT_ACTION },
+        // EjectMedia takes no parameters: no body (with or without a Content-Type) and an empty body mean
+        // `{}` (docs/contract.md §3), as clients send all of these. A body is still checked against the
+        // (empty) schema.
+        onRequest: (request, _reply, done) => {
+          if (!hasBody(request.headers)) delete request.headers['content-type'];
+          done();
+        },
+        preValidation: (request, _reply, done) => {
+          request.body ??= {};
+          done();
+        },
+        schema: {
+          tags,
+          summary: 'Eject the medium (both modes); 204, or 202 with a task when it takes longer',
+          params: slotParams,
+          body: schemaRef('requests/EjectMedia.json'),
+          response: { 202: schemaRef('Task.json') },
+        },
+      },
+      async (request, reply) => eject(reply, findSlot(request.params.slotId), request.url, 'POST'),
+    );
+
+    app.patch<SlotRoute & { Body: InsertParameters }>(
+      memberUri,
+      {
+        config: configureManager,
+        schema: {
+          tags,
+          summary: '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects',
+          params: slotParams,
+          body: schemaRef('requests/VirtualMediaPatch.json'),
+          response: { 202: schemaRef('Task.json') },
+        },
+      },
+      async (request, reply) => {
+        const slot = findSlot(request.params.slotId);
+        assertIfMatch(request, reply, member(slot, collectionUri), 'VirtualMedia.json');
+        const changes = patchChanges(request.body, memberReadOnly);
+        if (typeof changes.Image === 'string') {
+          if (slot.mode !== SlotMode.Legacy) {
+            throw proxySlotRefusal(
+              redfishMessage('PropertyValueConflict', ['Image', 'TransferProtocolType'], ['#/Image']),
+            );
+          }
+          return insert(reply, slot, changes, propertyProblems, request.url, 'PATCH');
+        }
+        if (changes.Image === null || changes.Inserted === false) {
+          return eject(reply, slot, request.url, 'PATCH');
+        }
+        throw errors.badRequest([propertyProblems.missing('Image')]);
+      },
+    );
+  }
+}
+
+/** Whether a request carries a body (RFC 9112 §6.3): a non-zero Content-Length or a Transfer-Encoding. */
+function hasBody(headers: Record<string, string | string[] | undefined>): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

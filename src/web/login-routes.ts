@@ -1,11 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { sessionCookie, xsrfCookie } from '../auth/authenticate.ts';
+import { clearSessionCookies, setSessionCookies } from '../auth/authenticate.ts';
 import { principalOf, unauthorized } from '../auth/plugin.ts';
 import { errors } from '../redfish/errors.ts';
 
 type LoginBody = { username: string; password: string } | { data: [string, string] };
-
-const cookieOptions = { path: '/', secure: true, sameSite: 'strict' } as const;
 
 /**
  * Cookie sessions for the web UI, as bmcweb does them: `POST /login` sets an HttpOnly session cookie and
@@ -47,10 +45,11 @@ export async function webLoginRoutes(app: FastifyInstance) {
       if (!account) throw unauthorized(request);
       const session = app.sessions.create(account.username, 'cookie', request.ip);
       request.log.info({ user: account.username, session: session.id }, 'web session created');
-      return reply
-        .setCookie(sessionCookie, session.token, { ...cookieOptions, httpOnly: true })
-        .setCookie(xsrfCookie, session.xsrfToken ?? '', cookieOptions)
-        .send({ data: `User '${account.username}' logged in`, message: '200 OK', status: 'ok' });
+      return setSessionCookies(reply, session).send({
+        data: `User '${account.username}' logged in`,
+        message: '200 OK',
+        status: 'ok',
+      });
     },
   );
 
@@ -61,10 +60,7 @@ export async function webLoginRoutes(app: FastifyInstance) {
       const session = principalOf(request).session;
       if (!session) throw errors.noValidSession();
       app.sessions.delete(session.id);
-      return reply
-        .clearCookie(sessionCookie, cookieOptions)
-        .clearCookie(xsrfCookie, cookieOptions)
-        .send({ data: 'User logged out', message: '200 OK', status: 'ok' });
+      return clearSessionCookies(reply).send({ data: 'User logged out', message: '200 OK', status: 'ok' });
     },
   );
 }

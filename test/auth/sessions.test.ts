@@ -206,6 +206,55 @@ describe('cookie sessions (web UI)', () => {
     assert.equal((await server.request('GET', '/redfish/v1/Managers', { auth: { token } })).status, 401);
   });
 
+  test('POST Sessions with X-Requested-With (webui-vue) answers a cookie session, no token; DELETE logs out', async () => {
+    const response = await server.request('POST', '/redfish/v1/SessionService/Sessions', {
+      auth: noAuth,
+      headers: { 'X-Requested-With': 'XMLHttpRequest' },
+      body: { UserName: 'admin', Password: adminPassword },
+    });
+    assert.equal(response.status, 201, response.text);
+    assert.equal(response.headers['x-auth-token'], undefined);
+    const location = String(response.headers.location);
+    assert.match(location, /^\/redfish\/v1\/SessionService\/Sessions\/[0-9a-f]+$/);
+    assert.equal(response.json.SessionType, 'WebUI');
+    const cookies = cookiesOf(response.headers['set-cookie']);
+    assert.match(String(cookies.SESSION), /HttpOnly/);
+    assert.match(String(cookies.SESSION), /SameSite=Strict/);
+    assert.doesNotMatch(String(cookies['XSRF-TOKEN']), /HttpOnly/);
+    assert.match(String(cookies.IsAuthenticated), /^IsAuthenticated=true;/);
+    const value = (name: string) => String(cookies[name]).split(';')[0]!.split('=')[1]!;
+    const cookie = `SESSION=${value('SESSION')}; XSRF-TOKEN=${value('XSRF-TOKEN')}`;
+    const headers = { Cookie: cookie };
+    assert.equal((await server.request('GET', location, { auth: noAuth, headers })).status, 200);
+    // A change still needs the XSRF token, however the cookie session was made.
+    const noXsrf = await server.request('DELETE', location, { auth: noAuth, headers });
+    assert.equal(noXsrf.status, 403);
+
+    const out = await server.request('DELETE', location, {
+      auth: noAuth,
+      headers: { ...headers, 'X-XSRF-TOKEN': value('XSRF-TOKEN') },
+    });
+    assert.equal(out.status, 204);
+    const cleared = cookiesOf(out.headers['set-cookie']);
+    for (const name of ['SESSION', 'XSRF-TOKEN', 'IsAuthenticated']) {
+      assert.match(String(cleared[name]), /Expires=Thu, 01 Jan 1970/, name);
+    }
+    assert.equal(
+      (await server.request('GET', '/redfish/v1/Managers', { auth: noAuth, headers })).status,
+      401,
+    );
+  });
+
+  test('POST Sessions without X-Requested-With stays a token session, with no cookie', async () => {
+    const response = await server.request('POST', '/redfish/v1/SessionService/Sessions', {
+      auth: noAuth,
+      body: { UserName: 'admin', Password: adminPassword },
+    });
+    assert.equal(response.status, 201);
+    assert.match(String(response.headers['x-auth-token']), /^[0-9a-f]{64}$/);
+    assert.equal(response.headers['set-cookie'], undefined);
+  });
+
   test('POST /logout (with the XSRF token) ends the session and clears the cookies', async () => {
     const { cookie, xsrf } = await webLogin({ username: 'admin', password: adminPassword });
     const out = await server.request('POST', '/logout', {

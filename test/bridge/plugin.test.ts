@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { serveNbd } from '../../src/nbd/server/serve.ts';
@@ -114,6 +115,16 @@ describe('the /nbd bridge on the real server and service', () => {
     ws.close();
     await slotFreed(stack, 'Slot_0', 1000);
     assert.ok(Date.now() - closedAt < 1000);
+    await served;
+  });
+
+  test("a peer closing without a code (a browser's ws.close()) is answered with 1000 and frees the slot", async () => {
+    const { ws, served } = await mountMemory(randomBytes(64 * 1024));
+    const closed = once(ws, 'close');
+    ws.close();
+    const [code] = await closed;
+    assert.equal(code, 1000);
+    await slotFreed(stack, 'Slot_0', 1000);
     await served;
   });
 

@@ -192,13 +192,13 @@ describe('vmedia mount, insert, eject, status against the real server and servic
     assert.deepEqual(
       rows.map((r) => [r.SlotId, r.Mode, r.Inserted]),
       [
-        ['Slot_0', 'Proxy', false],
-        ['Slot_1', 'Proxy', false],
         ['Slot_2', 'Legacy', true],
         ['Slot_3', 'Legacy', false],
+        ['Slot_0', 'Proxy', false],
+        ['Slot_1', 'Proxy', false],
       ],
     );
-    assert.equal(rows[2]!.Image, url);
+    assert.equal(rows[0]!.Image, url);
     assert.match(await vmediaOk(['status', ...connection]), /^Slot_2\s+Legacy\s+yes\s+URI\s+ro\s+https:/m);
 
     assert.match(await vmediaOk(['eject', 'Slot_2', ...connection]), /Slot_2: ejected/);

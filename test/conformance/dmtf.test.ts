@@ -13,7 +13,7 @@ import {
 } from '../../src/redfish/odata.ts';
 import { readOnlyProperties } from '../../src/redfish/patch.ts';
 import { adminPassword, type Response, startTestServer, type TestServer } from '../helpers/server.ts';
-import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 import { assertDmtfValid, dmtfBundle, dmtfMissing } from './dmtf-schemas.ts';
 import {
   compareWithDmtf,
@@ -124,7 +124,13 @@ describe('conformance with the DMTF bundle', { skip: dmtfMissing ?? false }, () 
     const image = randomBytes(1024 * 1024);
 
     before(async () => {
-      stack = await startVmStack({ images: { '/images/disk.img': image } });
+      // The image server answers its first request slowly, so the insert outlasts the server's answer
+      // bound and leaves a task to crawl.
+      let requests = 0;
+      stack = await startVmStack({
+        images: { '/images/disk.img': image },
+        imageDelayMs: () => (requests++ === 0 ? 6500 : 0),
+      });
     });
 
     after(async () => {
@@ -141,6 +147,7 @@ describe('conformance with the DMTF bundle', { skip: dmtfMissing ?? false }, () 
         },
       );
       assert.equal(inserted.status, 202);
+      assert.equal((await followTask(stack, String(inserted.headers.location))).status, 204);
       await stack.server.login('admin', adminPassword);
 
       const seen = new Set<string>();
@@ -150,7 +157,9 @@ describe('conformance with the DMTF bundle', { skip: dmtfMissing ?? false }, () 
         if (Array.isArray(value)) return value.flatMap(links);
         if (typeof value !== 'object' || value === null) return [];
         return Object.entries(value).flatMap(([key, inner]) =>
-          key === '@odata.id' && typeof inner === 'string' ? [inner] : links(inner),
+          (key === '@odata.id' || key === '@Redfish.ActionInfo') && typeof inner === 'string'
+            ? [inner]
+            : links(inner),
         );
       };
       while (queue.length) {
@@ -167,6 +176,8 @@ describe('conformance with the DMTF bundle', { skip: dmtfMissing ?? false }, () 
       for (const type of resourceTypes) assert.ok(types.has(odataType(type)), `the crawl reached no ${type}`);
       assert.ok(seen.has('/redfish/v1/Managers/bmc/VirtualMedia/Slot_0'));
       assert.ok(seen.has('/redfish/v1/Managers/bmc/VirtualMedia/Slot_2'));
+      assert.ok(seen.has('/redfish/v1/Systems/system/VirtualMedia/Slot_0'));
+      assert.ok(seen.has('/redfish/v1/Systems/system/VirtualMedia/Slot_2/InsertMediaActionInfo'));
       bodies.push(await request('GET', '/redfish/v1/NoSuchThing'));
       bodies.push(await request('PATCH', '/redfish/v1/SessionService', { body: { SessionTimeout: 'long' } }));
       for (const response of bodies) await assertDmtfValid(response.json);

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TestCertificates } from './test-ca.ts';
@@ -11,6 +12,8 @@ export interface ImageServerOptions {
   credentials?: { user: string; password: string };
   /** Requests for which this returns true are never answered: a transfer that is surely in progress. */
   stall?: (request: ImageServerRequest) => boolean;
+  /** Milliseconds to hold a request before answering it (0 or undefined: at once), for slow servers. */
+  delayMs?: (request: ImageServerRequest) => number;
 }
 
 export interface ImageServerRequest {
@@ -41,35 +44,46 @@ export async function startImageServer(options: ImageServerOptions): Promise<Ima
       const request = { method: req.method ?? '', path, range: req.headers.range, authorized };
       requests.push(request);
       if (options.stall?.(request)) return;
-      if (!authorized) {
-        res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="images"' }).end();
+      const delayMs = options.delayMs?.(request) ?? 0;
+      if (delayMs > 0) {
+        const timer = setTimeout(() => answer(req, res, request), delayMs);
+        res.once('close', () => clearTimeout(timer));
         return;
       }
-      const image = options.images[path];
-      if (!image) {
-        res.writeHead(404).end();
-        return;
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { Allow: 'GET, HEAD' }).end();
-        return;
-      }
-      const range = parseRange(req.headers.range, image.length);
-      if (range === 'invalid') {
-        res.writeHead(416, { 'Content-Range': `bytes */${image.length}` }).end();
-        return;
-      }
-      const [start, end] = range ?? [0, image.length - 1];
-      const headers = {
-        'Accept-Ranges': 'bytes',
-        'Content-Type': 'application/octet-stream',
-        'Content-Length': String(end - start + 1),
-        ...(range ? { 'Content-Range': `bytes ${start}-${end}/${image.length}` } : {}),
-      };
-      res.writeHead(range ? 206 : 200, headers);
-      res.end(req.method === 'HEAD' ? undefined : image.subarray(start, end + 1));
+      answer(req, res, request);
     },
   );
+  /** Answers one request: 401 without the credentials, 404, 405, 416 or the (ranged) image. */
+  function answer(req: IncomingMessage, res: ServerResponse, request: ImageServerRequest): void {
+    const { authorized, path } = request;
+    if (!authorized) {
+      res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="images"' }).end();
+      return;
+    }
+    const image = options.images[path];
+    if (!image) {
+      res.writeHead(404).end();
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    const range = parseRange(req.headers.range, image.length);
+    if (range === 'invalid') {
+      res.writeHead(416, { 'Content-Range': `bytes */${image.length}` }).end();
+      return;
+    }
+    const [start, end] = range ?? [0, image.length - 1];
+    const headers = {
+      'Accept-Ranges': 'bytes',
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(end - start + 1),
+      ...(range ? { 'Content-Range': `bytes ${start}-${end}/${image.length}` } : {}),
+    };
+    res.writeHead(range ? 206 : 200, headers);
+    res.end(req.method === 'HEAD' ? undefined : image.subarray(start, end + 1));
+  }
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

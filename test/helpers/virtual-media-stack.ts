@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
-import { type ImageServer, startImageServer } from './https-image-server.ts';
+import { type ImageServer, type ImageServerOptions, startImageServer } from './https-image-server.ts';
 import { type RequestOptions, type Response, startTestServer, type TestServer } from './server.ts';
 import { type ServiceHarness, startServiceHarness } from './service-harness.ts';
 import { createTestCertificates, type TestCertificates } from './test-ca.ts';
@@ -39,6 +39,8 @@ export interface VmStack {
 export async function startVmStack(options: {
   images: Record<string, Uint8Array>;
   imageCredentials?: { user: string; password: string };
+  /** Milliseconds the image server holds a request before answering it (a slow image server). */
+  imageDelayMs?: ImageServerOptions['delayMs'];
 }): Promise<VmStack> {
   const certDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-vm-certs-'));
   const certificates = await createTestCertificates(certDir);
@@ -46,6 +48,7 @@ export async function startVmStack(options: {
     certificates,
     images: options.images,
     ...(options.imageCredentials ? { credentials: options.imageCredentials } : {}),
+    ...(options.imageDelayMs ? { delayMs: options.imageDelayMs } : {}),
   });
   const serviceEnv = { VMEDIA_CA_BUNDLE: certificates.caCertFile };
   const harness = await startServiceHarness({ env: serviceEnv });
@@ -122,6 +125,15 @@ export async function followTask(stack: VmStack, monitor: string): Promise<Respo
   );
   stack.responses.push(final);
   return final;
+}
+
+/**
+ * The outcome of an InsertMedia or EjectMedia (or a PATCH doing either): the response itself when the
+ * server answered at once, else (202) its task's final monitor response.
+ */
+export async function outcomeOf(stack: VmStack, response: Response): Promise<Response> {
+  if (response.status !== 202) return response;
+  return followTask(stack, String(response.headers.location));
 }
 
 /** The MessageIds of an error response, without the registry prefix (`ResourceNotFound`). */

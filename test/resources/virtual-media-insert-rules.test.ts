@@ -6,7 +6,7 @@ import { type ImageServer, startImageServer } from '../helpers/https-image-serve
 import { freeLoopbackPort } from '../helpers/ports.ts';
 import type { RequestOptions } from '../helpers/server.ts';
 import { createTestCertificates } from '../helpers/test-ca.ts';
-import { followTask, messageIds, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { messageIds, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const slotUri = `${collectionUri}/Slot_3`;
@@ -195,12 +195,23 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
     assert.equal(slot.json.Inserted, false);
   });
 
-  test('InsertMedia on a Proxy slot: 400 ActionNotSupported', async () => {
-    const response = await request('POST', `${collectionUri}/Slot_0/Actions/VirtualMedia.InsertMedia`, {
+  test('InsertMedia or a PATCH of Image on a Proxy slot: 400, saying a browser or the CLI serves it', async () => {
+    const proxySlotUri = `${collectionUri}/Slot_0`;
+    const action = await request('POST', `${proxySlotUri}/Actions/VirtualMedia.InsertMedia`, {
       body: { Image: imageUrl },
     });
-    assert.equal(response.status, 400);
-    assert.deepEqual(messageIds(response), ['ActionNotSupported']);
+    assert.equal(action.status, 400);
+    assert.deepEqual(messageIds(action), ['ActionNotSupported']);
+    // What Ansible and Tacklebox fall back to; "read-only property" would send their users astray.
+    const patch = await request('PATCH', proxySlotUri, { body: { Image: imageUrl, Inserted: true } });
+    assert.equal(patch.status, 400);
+    assert.deepEqual(messageIds(patch), ['PropertyValueConflict']);
+    for (const response of [action, patch]) {
+      const [message] = response.json.error['@Message.ExtendedInfo'];
+      assert.match(message.Resolution, /streamed by a browser or the vmedia CLI/);
+      assert.match(message.Resolution, /Legacy slot/);
+    }
+    assert.equal((await request('GET', proxySlotUri)).json.Inserted, false);
   });
 
   test('an unknown slot: 404 ResourceNotFound', async () => {
@@ -252,19 +263,13 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
     ],
   ];
   for (const [what, url, status, id, text] of failures) {
-    test(`${what}: the task ends in Exception with ${id}, the slot stays clean`, async () => {
-      const accepted = await request('POST', insertUri, {
+    test(`${what}: a quick failure answers at once, ${status} ${id}, and the slot stays clean`, async () => {
+      const response = await request('POST', insertUri, {
         body: { Image: await url(), UserName: 'someone', Password: SECRET },
       });
-      assert.equal(accepted.status, 202, accepted.text);
-      const final = await followTask(stack, String(accepted.headers.location));
-      assert.equal(final.status, status, final.text);
-      assert.deepEqual(messageIds(final), [id]);
-      const task = await request('GET', accepted.json['@odata.id']);
-      assert.equal(task.json.TaskState, 'Exception');
-      assert.equal(task.json.TaskStatus, 'Critical');
-      assert.equal(task.json.Messages[0].MessageId, `Base.1.22.1.${id}`);
-      assert.match(task.json.Messages[0].Message, text);
+      assert.equal(response.status, status, response.text);
+      assert.deepEqual(messageIds(response), [id]);
+      assert.match(response.json.error['@Message.ExtendedInfo'][0].Message, text);
 
       const slot = await request('GET', slotUri);
       assert.equal(slot.json.Inserted, false);
@@ -275,7 +280,7 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
     });
   }
 
-  test('PATCH: If-Match is honoured, {"Image": uri} inserts through a task, {"Image": null} ejects', async () => {
+  test('PATCH: If-Match is honoured, {"Image": uri} inserts, {"Image": null} ejects', async () => {
     const stale = await request('PATCH', slotUri, {
       body: { Image: imageUrl },
       headers: { 'If-Match': 'W/"not-the-current-etag"' },
@@ -288,8 +293,7 @@ describe('InsertMedia rules, failing images and PATCH through the real service',
       body: { Image: imageUrl, Inserted: true, WriteProtected: true },
       headers: { 'If-Match': String(current.headers.etag) },
     });
-    assert.equal(accepted.status, 202, accepted.text);
-    assert.equal((await followTask(stack, String(accepted.headers.location))).status, 204);
+    assert.equal(accepted.status, 204, accepted.text);
     const inserted = await request('GET', slotUri);
     assert.equal(inserted.json.Inserted, true);
     assert.notEqual(inserted.headers.etag, current.headers.etag);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Response } from '../helpers/server.ts';
-import { followTask, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { outcomeOf, startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
@@ -59,8 +59,7 @@ describe('the VirtualMedia service killed and restarted', () => {
     const accepted = await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.InsertMedia`, {
       body: { Image: `${stack.images.origin}/r.img` },
     });
-    assert.equal(accepted.status, 202, accepted.text);
-    assert.equal((await followTask(stack, String(accepted.headers.location))).status, 204);
+    assert.equal((await outcomeOf(stack, accepted)).status, 204, accepted.text);
     assert.equal((await stack.server.request('GET', slotUri)).json.Inserted, true);
     const ejected = await stack.server.request('POST', `${slotUri}/Actions/VirtualMedia.EjectMedia`, {
       body: {},
