@@ -10,7 +10,7 @@ testing=(nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-nbd:qemu-utils nbd-client:n
   chromium:chromium smbd:samba smbclient:smbclient websockify:websockify redfishtool:redfishtool
   openssl:openssl curl:curl nginx:nginx xmllint:libxml2-utils
   qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod
-  systemd-analyze:systemd dbus-send:dbus setpriv:util-linux)
+  systemd-analyze:systemd dbus-send:dbus setpriv:util-linux ansible:ansible)
 wanted=("${runtime[@]}")
 [[ "${1:-}" == "--test" ]] && wanted+=("${testing[@]}")
 
@@ -23,7 +23,9 @@ for entry in "${wanted[@]}"; do
 done
 # Libraries with no command to look for: Debian packages, asked of dpkg.
 libraries=(libsmbclient)
-[[ "${1:-}" == "--test" ]] && libraries+=(libnss-wrapper)
+# The Python clients the field uses, and what the fetched Tacklebox snapshot imports (python-redfish-library).
+[[ "${1:-}" == "--test" ]] && libraries+=(libnss-wrapper python3-sushy python3-requests-toolbelt
+  python3-requests-unixsocket python3-xlsxwriter)
 for pkg in "${libraries[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
 done

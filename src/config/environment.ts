@@ -8,6 +8,8 @@ export interface Environment {
   adminPassword: string | undefined;
   caBundle: string | undefined;
   slotConfig: string | undefined;
+  /** Whether plain http:// images are allowed (VMEDIA_ALLOW_HTTP=1); both daemons must agree. */
+  allowHttp: boolean;
   /** pino level of every daemon's log (VMEDIA_LOG_LEVEL). */
   logLevel: string;
   /** The client verbs' account and password, when no option gives them (VMEDIA_USER, VMEDIA_PASSWORD). */
@@ -27,6 +29,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environme
     adminPassword: env.VMEDIA_ADMIN_PASSWORD || undefined,
     caBundle: env.VMEDIA_CA_BUNDLE || undefined,
     slotConfig: env.VMEDIA_CONFIG || undefined,
+    allowHttp: /^(1|true|yes)$/i.test(env.VMEDIA_ALLOW_HTTP ?? ''),
     logLevel: logLevelFrom(env),
     clientUser: env.VMEDIA_USER || undefined,
     clientPassword: env.VMEDIA_PASSWORD || undefined,

@@ -5,15 +5,26 @@
  * Mount precheck. Node-free (only the WHATWG URL global), so the browser bundle can import it.
  */
 
+/**
+ * What an integrator may allow beyond the defaults. Plain `http://` is refused unless allowed
+ * (VMEDIA_ALLOW_HTTP): the design supports no unencrypted image transfer, but Ironic and Metal3 serve
+ * their images over http by default.
+ */
+export interface ImageUrlPolicy {
+  allowHttp?: boolean;
+}
+
 /** The one list of schemes a Legacy image may use, with the TransferProtocolType each implies. */
-export const TRANSFER_PROTOCOL_BY_SCHEME: Readonly<Record<string, string>> = Object.freeze({
+const SECURE_PROTOCOLS: Readonly<Record<string, string>> = Object.freeze({
   'https:': 'HTTPS',
   'smb:': 'CIFS',
 });
+const WITH_HTTP: Readonly<Record<string, string>> = Object.freeze({ ...SECURE_PROTOCOLS, 'http:': 'HTTP' });
 
-export const SUPPORTED_IMAGE_SCHEMES: readonly string[] = Object.freeze(
-  Object.keys(TRANSFER_PROTOCOL_BY_SCHEME),
-);
+/** Scheme → TransferProtocolType for every scheme the policy allows, the default (https:) first. */
+export function transferProtocolsByScheme(policy: ImageUrlPolicy = {}): Readonly<Record<string, string>> {
+  return policy.allowHttp ? WITH_HTTP : SECURE_PROTOCOLS;
+}
 
 /**
  * Why a URL is refused. `unsupported-scheme` is a well-formed URL the service cannot fetch; the others are
@@ -44,16 +55,19 @@ const FORBIDDEN_CHARACTERS = /[\u0000-\u0020\u007f]/;
  * character, it names a host, and it carries no user:password (credentials travel separately, through
  * the Mount fd, never in a URL that ends up in argv, `Image` or the logs).
  */
-export function checkImageUrl(image: string): ImageUrlCheck {
+export function checkImageUrl(image: string, policy: ImageUrlPolicy = {}): ImageUrlCheck {
   let url: URL;
   try {
     url = new URL(image);
   } catch {
     return { ok: false, problem: 'not-a-url', message: 'the image URL is not a valid URL' };
   }
-  const transferProtocol = TRANSFER_PROTOCOL_BY_SCHEME[url.protocol];
+  const allowed = transferProtocolsByScheme(policy);
+  const transferProtocol = allowed[url.protocol];
   if (!transferProtocol) {
-    const message = `${url.protocol}// images are refused: only ${SUPPORTED_IMAGE_SCHEMES.map((s) => `${s}//`).join(' and ')} are supported`;
+    const schemes = Object.keys(allowed).map((s) => `${s}//`);
+    const listed = `${schemes.slice(0, -1).join(', ')} and ${schemes.at(-1)}`;
+    const message = `images from ${url.protocol}// URLs are refused: only ${listed} are supported`;
     return { ok: false, problem: 'unsupported-scheme', message };
   }
   if (FORBIDDEN_CHARACTERS.test(image)) {
@@ -130,10 +144,10 @@ function smbPathProblem(image: string, url: URL): string | undefined {
   return undefined;
 }
 
-/** The TransferProtocolType an image URL implies; null for a URL of no supported scheme. */
+/** The TransferProtocolType an image URL implies; null for a URL of no scheme any policy allows. */
 export function transferProtocolOf(image: string): string | null {
   try {
-    return TRANSFER_PROTOCOL_BY_SCHEME[new URL(image).protocol] ?? null;
+    return WITH_HTTP[new URL(image).protocol] ?? null;
   } catch {
     return null;
   }

@@ -1,6 +1,11 @@
 import { isValidCredential } from '../contract/credentials.ts';
 import { Errno } from '../contract/dbus.ts';
-import { checkImageUrl, TRANSFER_PROTOCOL_BY_SCHEME, transferProtocolOf } from '../contract/image-url.ts';
+import {
+  checkImageUrl,
+  type ImageUrlPolicy,
+  transferProtocolOf,
+  transferProtocolsByScheme,
+} from '../contract/image-url.ts';
 import type { LegacyCredentials } from '../dbus/virtual-media-client.ts';
 import { errors } from '../redfish/errors.ts';
 import { type RedfishMessage, redfishMessage } from '../redfish/messages.ts';
@@ -67,12 +72,16 @@ export function displayUrl(image: string): string {
 export const protocolOf = transferProtocolOf;
 
 /** Every TransferProtocolType a Legacy slot takes, the default (what an https:// image uses) first. */
-export function transferProtocolTypes(): readonly string[] {
-  return Object.values(TRANSFER_PROTOCOL_BY_SCHEME);
+export function transferProtocolTypes(policy: ImageUrlPolicy): readonly string[] {
+  return Object.values(transferProtocolsByScheme(policy));
 }
 
 /** Applies docs/contract.md §3's InsertMedia rules beyond the JSON types; throws the first failure as a 400. */
-export function checkInsert(parameters: InsertParameters, problems: ParameterProblems): InsertRequest {
+export function checkInsert(
+  parameters: InsertParameters,
+  problems: ParameterProblems,
+  policy: ImageUrlPolicy,
+): InsertRequest {
   const fail = (message: RedfishMessage) => errors.badRequest([message]);
   const { Image: image } = parameters;
   if (typeof image !== 'string') throw fail(problems.missing('Image'));
@@ -85,7 +94,7 @@ export function checkInsert(parameters: InsertParameters, problems: ParameterPro
   // resolution. A scheme it cannot fetch (http://, ftp://…) is an unknown format; not a URL, a space or
   // control character, no host, secrets in it (which would end up in `Image`) or an smb:// path that
   // names no file or escapes its share is a format error.
-  const checked = checkImageUrl(image);
+  const checked = checkImageUrl(image, policy);
   if (!checked.ok) {
     const refusal =
       checked.problem === 'unsupported-scheme'

@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import virtualMediaPatch from '../../schemas/requests/VirtualMediaPatch.json' with { type: 'json' };
 import { DbusError, Errno, SlotMode } from '../contract/dbus.ts';
+import type { ImageUrlPolicy } from '../contract/image-url.ts';
 import {
   RETRY_AFTER_SECONDS,
   type VirtualMediaCollectionUri,
@@ -50,10 +51,12 @@ const configureManager = { privileges: ['ConfigureManager'] } as const;
 export interface VirtualMediaOptions {
   client: VirtualMediaClient;
   tasks: TaskStore;
+  /** Which image URLs are allowed (VMEDIA_ALLOW_HTTP); the service must be told the same. */
+  policy: ImageUrlPolicy;
 }
 
 /** The parameters InsertMedia takes and the values it allows, as its ActionInfo and annotations say. */
-function insertMediaParameters() {
+function insertMediaParameters(policy: ImageUrlPolicy) {
   return [
     { Name: 'Image', Required: true, DataType: 'String' },
     { Name: 'Inserted', Required: false, DataType: 'Boolean', AllowableValues: ['true'] },
@@ -65,23 +68,26 @@ function insertMediaParameters() {
       Name: 'TransferProtocolType',
       Required: false,
       DataType: 'String',
-      AllowableValues: [...transferProtocolTypes()],
+      AllowableValues: [...transferProtocolTypes(policy)],
     },
   ];
 }
 
 const INSERT_ACTION_INFO = 'InsertMediaActionInfo';
 
-/**
- * `VirtualMedia.v1_6_5` of one slot as served under `collectionUri`, mapped per docs/contract.md §3 (not
- * bmcweb's quirks, §6). `userName` is the one the medium was inserted with, when the server knows it.
- */
-export function memberResource(
-  slot: SlotState,
-  collectionUri?: VirtualMediaCollectionUri,
-  userName: string | null = null,
-) {
+/** How a member is shown besides its slot's D-Bus state. */
+export interface MemberView {
+  /** The collection it is read from: its URIs stay under it. */
+  collectionUri: VirtualMediaCollectionUri;
+  /** The UserName the medium was inserted with, when the server knows it. */
+  userName: string | null;
+  policy: ImageUrlPolicy;
+}
+
+/** `VirtualMedia.v1_6_5` of one slot, mapped per docs/contract.md §3 (not bmcweb's quirks, §6). */
+export function memberResource(slot: SlotState, { collectionUri, userName, policy }: MemberView) {
   const uri = virtualMediaMemberUri(slot.slotId, collectionUri);
+  const protocols = transferProtocolTypes(policy);
   const proxy = slot.mode === SlotMode.Proxy;
   const image = !proxy && slot.imageUrl ? displayUrl(slot.imageUrl) : null;
   const actions = {
@@ -92,7 +98,7 @@ export function memberResource(
             target: `${uri}/Actions/${INSERT_ACTION}`,
             '@Redfish.ActionInfo': `${uri}/${INSERT_ACTION_INFO}`,
             'TransferMethod@Redfish.AllowableValues': ['Stream'],
-            'TransferProtocolType@Redfish.AllowableValues': [...transferProtocolTypes()],
+            'TransferProtocolType@Redfish.AllowableValues': [...protocols],
           },
         }),
     '#VirtualMedia.EjectMedia': { target: `${uri}/Actions/${EJECT_ACTION}` },
@@ -109,7 +115,7 @@ export function memberResource(
     TransferMethod: 'Stream',
     // An empty Legacy slot shows the protocol an image is fetched with by default, not null: clients
     // (Ironic) read null as "takes no URL". The action's AllowableValues list every protocol it takes.
-    TransferProtocolType: proxy ? 'OEM' : image ? protocolOf(image) : transferProtocolTypes()[0],
+    TransferProtocolType: proxy ? 'OEM' : image ? protocolOf(image) : protocols[0],
     Inserted: slot.active,
     ConnectedVia: slot.active ? (proxy ? 'Applet' : 'URI') : 'NotConnected',
     Image: image,
@@ -197,7 +203,10 @@ type SlotRoute = { Params: { slotId: string } };
  * The VirtualMedia collections (under the ComputerSystem and under the Manager), their members, the
  * InsertMedia ActionInfo, InsertMedia/EjectMedia and PATCH (Tacklebox's and sushy's fallback).
  */
-export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }: VirtualMediaOptions) {
+export async function virtualMediaRoutes(
+  app: FastifyInstance,
+  { client, tasks, policy }: VirtualMediaOptions,
+) {
   /** Slots with a Mount/Unmount call on its way: the service's state may not show it yet. */
   const calling = new Set<string>();
   /** The UserName each inserted medium came with: not a D-Bus property, so only the server knows it. */
@@ -215,7 +224,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
   };
 
   const member = (slot: SlotState, collectionUri: VirtualMediaCollectionUri) =>
-    memberResource(slot, collectionUri, userNames.get(slot.slotId) ?? null);
+    memberResource(slot, { collectionUri, userName: userNames.get(slot.slotId) ?? null, policy });
 
   const insert = async (
     reply: FastifyReply,
@@ -225,7 +234,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
     targetUri: string,
     httpOperation: string,
   ) => {
-    const request = checkInsert(parameters, problems);
+    const request = checkInsert(parameters, problems, policy);
     if (slot.active || slot.imageUrl || calling.has(slot.slotId)) throw inUse();
     // Listening before the call: a fast failure may signal Completion before Mount's reply is read.
     const controller = new AbortController();
@@ -337,7 +346,7 @@ export async function virtualMediaRoutes(app: FastifyInstance, { client, tasks }
           '@odata.type': odataType('ActionInfo'),
           Id: INSERT_ACTION_INFO,
           Name: 'InsertMedia Action Info',
-          Parameters: insertMediaParameters(),
+          Parameters: insertMediaParameters(policy),
         };
       },
     );

@@ -37,6 +37,8 @@ export interface ServerOptions {
   adminPassword?: string;
   /** The VirtualMedia service over D-Bus; without it the VirtualMedia routes answer 503. */
   virtualMedia?: VirtualMediaClient;
+  /** Plain http:// images allowed (VMEDIA_ALLOW_HTTP); off unless the integrator says so. */
+  allowHttp?: boolean;
 }
 
 /** What the server keeps in its state directory, read (and on first start created) before it is built. */
@@ -112,7 +114,11 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
   // The bridge first: EjectMedia on a Proxy slot ends its session through `app.nbdBridge`.
   const virtualMedia = options.virtualMedia ?? absentVirtualMedia;
   await app.register(nbdBridgePlugin, { client: virtualMedia });
-  await app.register(virtualMediaRoutes, { client: virtualMedia, tasks });
+  await app.register(virtualMediaRoutes, {
+    client: virtualMedia,
+    tasks,
+    policy: { allowHttp: options.allowHttp ?? false },
+  });
 
   // Plugins are written against the default instance type; the HTTPS server differs only in `app.server`.
   return app as unknown as FastifyInstance;

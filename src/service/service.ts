@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import dbus, { type MessageBus } from 'dbus-next';
 import { Errno, ROOT_PATH, SERVICE_NAME, SlotMode } from '../contract/dbus.ts';
+import type { ImageUrlPolicy } from '../contract/image-url.ts';
 import type { Logger } from '../log.ts';
 import { prepareCaBundle } from './ca-bundle.ts';
 import type { ServiceConfig } from './config.ts';
@@ -29,6 +30,8 @@ export interface ServiceOptions {
   attachHost: AttachHost;
   /** Extra CAs for Legacy HTTPS (VMEDIA_CA_BUNDLE). */
   caBundle: string | undefined;
+  /** Which image URLs Legacy.Mount accepts beyond the defaults (VMEDIA_ALLOW_HTTP). */
+  imagePolicy?: ImageUrlPolicy;
   nbdkit: string;
   /** How smb:// images are read (src/service/sources/legacy.ts chooseCifsClient). */
   cifsClient: CifsClient;
@@ -68,7 +71,7 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
       });
       return;
     }
-    const url = checkLegacyUrl(args.imageUrl ?? '');
+    const url = checkLegacyUrl(args.imageUrl ?? '', options.imagePolicy);
     const writeProtected = !args.readWrite;
     slot.mount({
       imageUrl: url.href,

@@ -29,7 +29,7 @@ export interface VirtualMedia {
   TransferProtocolType: string | null;
   WriteProtected: boolean;
   Oem?: { OpenBMC?: { WebSocketEndpoint?: string } };
-  Actions?: Record<string, { target: string }>;
+  Actions?: Record<string, { target: string; 'TransferProtocolType@Redfish.AllowableValues'?: string[] }>;
 }
 
 interface RedfishMessage {

@@ -67,7 +67,10 @@ export class LegacySlotCard extends SlotCard {
   private async insert(): Promise<void> {
     const image = this.url.value.trim();
     // The checks the server and the service apply too (src/contract/image-url.ts), said before asking.
-    const checked = checkImageUrl(image);
+    // http:// only where the integrator allowed it, which InsertMedia's allowable values say.
+    const allowed =
+      this.member.Actions?.['#VirtualMedia.InsertMedia']?.['TransferProtocolType@Redfish.AllowableValues'];
+    const checked = checkImageUrl(image, { allowHttp: allowed?.includes('HTTP') ?? false });
     if (!checked.ok) {
       const why = checked.message;
       this.say(

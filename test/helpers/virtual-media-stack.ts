@@ -41,6 +41,8 @@ export async function startVmStack(options: {
   imageCredentials?: { user: string; password: string };
   /** Milliseconds the image server holds a request before answering it (a slow image server). */
   imageDelayMs?: ImageServerOptions['delayMs'];
+  /** Both daemons allow plain http:// images (VMEDIA_ALLOW_HTTP, the integrator setting). */
+  allowHttp?: boolean;
 }): Promise<VmStack> {
   const certDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-vm-certs-'));
   const certificates = await createTestCertificates(certDir);
@@ -50,10 +52,13 @@ export async function startVmStack(options: {
     ...(options.imageCredentials ? { credentials: options.imageCredentials } : {}),
     ...(options.imageDelayMs ? { delayMs: options.imageDelayMs } : {}),
   });
-  const serviceEnv = { VMEDIA_CA_BUNDLE: certificates.caCertFile };
+  const serviceEnv = {
+    VMEDIA_CA_BUNDLE: certificates.caCertFile,
+    ...(options.allowHttp ? { VMEDIA_ALLOW_HTTP: '1' } : {}),
+  };
   const harness = await startServiceHarness({ env: serviceEnv });
   const client = await VirtualMediaDbusClient.connect({ address: harness.bus.address });
-  const server = await startTestServer({ virtualMedia: client });
+  const server = await startTestServer({ virtualMedia: client, allowHttp: options.allowHttp ?? false });
   let replacement: ChildProcess | undefined;
 
   const responses: Response[] = [];

@@ -32,6 +32,7 @@ export async function run(argv: string[]): Promise<void> {
     adminPassword: environment.adminPassword,
     host: environment.host,
     port: environment.port,
+    allowHttp: environment.allowHttp,
     logger,
     virtualMedia,
     ...(values.cert && values.key ? { tls: { certFile: values.cert, keyFile: values.key } } : {}),

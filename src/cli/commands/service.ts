@@ -68,12 +68,20 @@ export async function run(argv: string[]): Promise<void> {
     runtimeDir: paths.runtime,
     attachHost,
     caBundle: environment.caBundle,
+    imagePolicy: { allowHttp: environment.allowHttp },
     nbdkit: values.nbdkit,
     cifsClient,
     log,
   });
   log.info(
-    { busName: SERVICE_NAME, hostMode, cifsClient, slots: config.slots.map((s) => s.slotId), stateDir },
+    {
+      busName: SERVICE_NAME,
+      hostMode,
+      cifsClient,
+      allowHttp: environment.allowHttp,
+      slots: config.slots.map((s) => s.slotId),
+      stateDir,
+    },
     `${SERVICE_NAME} ready`,
   );
   const stopRequested = stopSignal();

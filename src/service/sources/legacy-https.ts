@@ -17,14 +17,15 @@ export interface HttpsSourceOptions {
 }
 
 /**
- * Legacy https:// source: `nbdkit curl` serving the image on the slot's socket, certificate
- * verification on, TLS ≥ 1.2, https only and no redirects.
+ * Legacy https:// source (and http://, where the integrator allows it): `nbdkit curl` serving the image
+ * on the slot's socket, certificate verification on, TLS ≥ 1.2, only the URL's own scheme and no
+ * redirects, so an https:// image is never fetched over http.
  */
 export function startHttpsSource(options: HttpsSourceOptions, context: MountContext): Promise<MediumSource> {
   const plugin = [
     'curl',
     `url=${options.url.href}`,
-    'protocols=https',
+    `protocols=${options.url.protocol === 'http:' ? 'http' : 'https'}`,
     'followlocation=false',
     'ssl-version=tlsv1.2',
   ];

@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { checkImageUrl, smbLocation } from '../../contract/image-url.ts';
+import { checkImageUrl, type ImageUrlPolicy, smbLocation } from '../../contract/image-url.ts';
 import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
 import { PrecheckError } from '../errors.ts';
@@ -14,11 +14,11 @@ export type CifsClient = 'kernel' | 'userspace';
 
 /**
  * Mount precheck for a Legacy image URL: the checks of src/contract/image-url.ts, the same the Redfish
- * layer applies (https:// and smb:// only, no credentials or control characters, an smb:// path that
- * names a file inside its share).
+ * layer applies (https:// and smb:// only, http:// where the policy allows it, no credentials or control
+ * characters, an smb:// path that names a file inside its share).
  */
-export function checkLegacyUrl(imageUrl: string): URL {
-  const checked = checkImageUrl(imageUrl);
+export function checkLegacyUrl(imageUrl: string, policy: ImageUrlPolicy = {}): URL {
+  const checked = checkImageUrl(imageUrl, policy);
   if (!checked.ok) throw PrecheckError.invalid(checked.message);
   return checked.url;
 }
@@ -54,7 +54,7 @@ export function startLegacySource(
   context: MountContext,
 ): Promise<MediumSource> {
   const { url } = options;
-  if (url.protocol === 'https:') return startHttpsSource(options, context);
+  if (url.protocol === 'https:' || url.protocol === 'http:') return startHttpsSource(options, context);
   if (options.cifsClient === 'kernel') {
     return startKernelCifsSource({ ...options, location: smbLocation(url) }, context);
   }
