@@ -50,6 +50,8 @@ export function statePaths(stateDir: string) {
     accounts: path.join(stateDir, 'accounts.json'),
     serviceUuid: path.join(stateDir, 'uuid'),
     runtime: path.join(stateDir, 'run'),
+    /** Each Legacy slot's VerifyCertificate and added CAs (the service's). */
+    trust: path.join(stateDir, 'trust'),
     host: path.join(stateDir, 'host'),
   };
 }

@@ -8,6 +8,8 @@ export const Interface = {
   Stats: 'xyz.openbmc_project.VirtualMedia.Stats',
   Proxy: 'xyz.openbmc_project.VirtualMedia.Proxy',
   Legacy: 'xyz.openbmc_project.VirtualMedia.Legacy',
+  /** Our extension on Legacy slots: what their https:// source trusts (docs/contract.md §2). */
+  Trust: 'xyz.openbmc_project.VirtualMedia.Trust',
   ObjectManager: 'org.freedesktop.DBus.ObjectManager',
   Properties: 'org.freedesktop.DBus.Properties',
 } as const;

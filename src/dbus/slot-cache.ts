@@ -154,6 +154,7 @@ function toSlotState(path: string, interfaces: ReadonlyMap<string, Properties>):
   if (!mountPoint) return undefined;
   const process = interfaces.get(Interface.Process) ?? {};
   const stats = interfaces.get(Interface.Stats) ?? {};
+  const trust = interfaces.get(Interface.Trust) ?? {};
   const mode =
     Number(mountPoint.Mode ?? (path.includes('/Legacy/') ? 1 : 0)) === 1 ? SlotMode.Legacy : SlotMode.Proxy;
   return Object.freeze({
@@ -172,5 +173,7 @@ function toSlotState(path: string, interfaces: ReadonlyMap<string, Properties>):
     exitCode: Number(process.ExitCode ?? -1),
     readIO: BigInt((stats.ReadIO as bigint | number | undefined) ?? 0),
     writeIO: BigInt((stats.WriteIO as bigint | number | undefined) ?? 0),
+    verifyCertificate: trust.VerifyCertificate !== false,
+    certificates: Object.freeze(Array.isArray(trust.Certificates) ? trust.Certificates.map(String) : []),
   });
 }

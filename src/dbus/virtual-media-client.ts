@@ -20,6 +20,10 @@ export interface SlotState {
   readonly exitCode: number;
   readonly readIO: bigint;
   readonly writeIO: bigint;
+  /** Legacy slots: whether an https:// image server's certificate is verified (Trust interface). */
+  readonly verifyCertificate: boolean;
+  /** Legacy slots: the CA certificates (PEM) added for this slot's https:// images. */
+  readonly certificates: readonly string[];
 }
 
 export interface LegacyCredentials {
@@ -47,6 +51,10 @@ export interface VirtualMediaClient {
     credentials?: LegacyCredentials,
   ): Promise<void>;
   legacyUnmount(slotId: string): Promise<void>;
+  /** A Legacy slot's trust for https:// images; refusals arrive as VirtualMediaCallError. */
+  setVerifyCertificate(slotId: string, verify: boolean): Promise<void>;
+  addCertificate(slotId: string, pem: string): Promise<void>;
+  removeCertificate(slotId: string, pem: string): Promise<void>;
   /** Resolves with the errno of the slot's next Completion signal. */
   nextCompletion(slotId: string, signal?: AbortSignal): Promise<number>;
   onCompletion(listener: (slotId: string, errno: number) => void): () => void;
@@ -86,6 +94,9 @@ export const absentVirtualMedia: VirtualMediaClient = Object.freeze({
   proxyUnmount: reject,
   legacyMount: reject,
   legacyUnmount: reject,
+  setVerifyCertificate: reject,
+  addCertificate: reject,
+  removeCertificate: reject,
   nextCompletion: reject,
   onCompletion: () => () => undefined,
   onChange: () => () => undefined,

@@ -113,6 +113,18 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     await this.invoke(slotId, Interface.Legacy, 'Unmount');
   }
 
+  async setVerifyCertificate(slotId: string, verify: boolean): Promise<void> {
+    await this.invoke(slotId, Interface.Trust, 'SetVerifyCertificate', 'b', [verify]);
+  }
+
+  async addCertificate(slotId: string, pem: string): Promise<void> {
+    await this.invoke(slotId, Interface.Trust, 'AddCertificate', 's', [pem]);
+  }
+
+  async removeCertificate(slotId: string, pem: string): Promise<void> {
+    await this.invoke(slotId, Interface.Trust, 'RemoveCertificate', 's', [pem]);
+  }
+
   nextCompletion(slotId: string, signal?: AbortSignal): Promise<number> {
     return new Promise((resolve, reject) => {
       const finish = () => {

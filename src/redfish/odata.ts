@@ -12,6 +12,7 @@ export const oemVirtualMediaType = `#${oemNamespace}.${oemVersion}.VirtualMedia`
 const resourceVersions = {
   AccountService: 'v1_18_1',
   ActionInfo: 'v1_5_0',
+  Certificate: 'v1_11_0',
   ComputerSystem: 'v1_27_0',
   Manager: 'v1_24_0',
   ManagerAccount: 'v1_14_1',
@@ -25,6 +26,7 @@ const resourceVersions = {
 } as const;
 
 const collections = [
+  'CertificateCollection',
   'ComputerSystemCollection',
   'ManagerAccountCollection',
   'ManagerCollection',

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import accountService from '../../schemas/AccountService.json' with { type: 'json' };
 import actionInfo from '../../schemas/ActionInfo.json' with { type: 'json' };
+import certificate from '../../schemas/Certificate.json' with { type: 'json' };
 import collection from '../../schemas/Collection.json' with { type: 'json' };
 import computerSystem from '../../schemas/ComputerSystem.json' with { type: 'json' };
 import common from '../../schemas/common.json' with { type: 'json' };
@@ -12,6 +13,7 @@ import role from '../../schemas/Role.json' with { type: 'json' };
 import accountServicePatchRequest from '../../schemas/requests/AccountServicePatch.json' with {
   type: 'json',
 };
+import certificateCreateRequest from '../../schemas/requests/CertificateCreate.json' with { type: 'json' };
 import ejectMediaRequest from '../../schemas/requests/EjectMedia.json' with { type: 'json' };
 import insertMediaRequest from '../../schemas/requests/InsertMedia.json' with { type: 'json' };
 import managerAccountCreateRequest from '../../schemas/requests/ManagerAccountCreate.json' with {
@@ -45,6 +47,7 @@ export const redfishSchemas: readonly { $id: string }[] = [
   collection,
   accountService,
   actionInfo,
+  certificate,
   computerSystem,
   manager,
   managerAccount,
@@ -62,6 +65,7 @@ export const redfishSchemas: readonly { $id: string }[] = [
   managerAccountPatchRequest,
   insertMediaRequest,
   ejectMediaRequest,
+  certificateCreateRequest,
   virtualMediaPatchRequest,
 ];
 

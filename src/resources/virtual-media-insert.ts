@@ -23,6 +23,8 @@ export interface InsertParameters {
   Password?: string | null;
   TransferMethod?: string;
   TransferProtocolType?: string | null;
+  /** PATCH only: whether the https:// image server's certificate is verified. */
+  VerifyCertificate?: boolean;
 }
 
 export interface InsertRequest {

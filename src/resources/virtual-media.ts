@@ -22,6 +22,7 @@ import { collection, odataType, oemVirtualMediaType } from '../redfish/odata.ts'
 import { patchChanges, readOnlyProperties } from '../redfish/patch.ts';
 import { schemaRef } from '../redfish/schemas.ts';
 import { sendAccepted, sendOutcome, type TaskOutcome, type TaskStore } from './tasks.ts';
+import { virtualMediaCertificateRoutes } from './virtual-media-certificates.ts';
 import {
   actionProblems,
   checkInsert,
@@ -123,6 +124,9 @@ export function memberResource(slot: SlotState, { collectionUri, userName, polic
     WriteProtected: slot.writeProtected,
     UserName: image ? userName : null,
     Password: null,
+    ...(proxy
+      ? {}
+      : { VerifyCertificate: slot.verifyCertificate, Certificates: { '@odata.id': `${uri}/Certificates` } }),
     Status: { State: !slot.active && slot.imageUrl ? 'Starting' : 'Enabled', Health: 'OK' },
     Actions: actions,
     ...(proxy
@@ -296,6 +300,12 @@ export async function virtualMediaRoutes(
 
   for (const collectionUri of virtualMediaCollectionUris) {
     const memberUri = `${collectionUri}/:slotId`;
+    await virtualMediaCertificateRoutes(app, {
+      client,
+      memberRoute: memberUri,
+      memberUri: (slotId) => virtualMediaMemberUri(slotId, collectionUri),
+      findSlot,
+    });
 
     app.get(
       collectionUri,
@@ -405,16 +415,29 @@ export async function virtualMediaRoutes(
         config: configureManager,
         schema: {
           tags,
-          summary: '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects',
+          summary:
+            '{"Image": uri} inserts, {"Image": null} or {"Inserted": false} ejects; VerifyCertificate (Legacy slots)',
           params: slotParams,
           body: schemaRef('requests/VirtualMediaPatch.json'),
-          response: { 202: schemaRef('Task.json') },
+          response: { 200: schemaRef('VirtualMedia.json'), 202: schemaRef('Task.json') },
         },
       },
       async (request, reply) => {
-        const slot = findSlot(request.params.slotId);
+        let slot = findSlot(request.params.slotId);
         assertIfMatch(request, reply, member(slot, collectionUri), 'VirtualMedia.json');
-        const changes = patchChanges(request.body, memberReadOnly);
+        const { VerifyCertificate: verify, ...changes } = patchChanges(request.body, memberReadOnly);
+        if (verify !== undefined) {
+          // Applies from the next insert on, so it goes first when a PATCH also inserts.
+          if (slot.mode !== SlotMode.Legacy)
+            throw errors.badRequest([
+              redfishMessage('PropertyUnknown', ['VerifyCertificate'], ['#/VerifyCertificate']),
+            ]);
+          await client.setVerifyCertificate(slot.slotId, verify).catch((error) => {
+            throw refused(error);
+          });
+          slot = findSlot(slot.slotId);
+          if (Object.keys(changes).length === 0) return member(slot, collectionUri);
+        }
         if (typeof changes.Image === 'string') {
           if (slot.mode !== SlotMode.Legacy) {
             throw proxySlotRefusal(

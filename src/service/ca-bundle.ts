@@ -20,12 +20,30 @@ export async function prepareCaBundle(
   if (!extra.includes('-----BEGIN CERTIFICATE-----')) {
     throw new Error(`VMEDIA_CA_BUNDLE ${extraBundle} holds no PEM certificate`);
   }
-  let system = '';
-  for (const candidate of SYSTEM_BUNDLES) {
-    system = await fs.readFile(candidate, 'utf8').catch(() => '');
-    if (system) break;
-  }
   const combined = path.join(runtimeDir, 'ca-bundle.pem');
-  await fs.writeFile(combined, `${system.trimEnd()}\n${extra.trim()}\n`, { mode: 0o644 });
+  await fs.writeFile(combined, `${(await systemBundle()).trimEnd()}\n${extra.trim()}\n`, { mode: 0o644 });
   return combined;
+}
+
+/**
+ * The bundle one mount trusts when its slot has CAs of its own (Redfish `Certificates`): the service's
+ * bundle (or the system's) plus those, written to `file`.
+ */
+export async function writeSlotCaBundle(
+  serviceBundle: string | undefined,
+  certificates: readonly string[],
+  file: string,
+): Promise<void> {
+  const base = serviceBundle ? await fs.readFile(serviceBundle, 'utf8') : await systemBundle();
+  await fs.writeFile(file, `${base.trimEnd()}\n${certificates.map((c) => c.trim()).join('\n')}\n`, {
+    mode: 0o644,
+  });
+}
+
+async function systemBundle(): Promise<string> {
+  for (const candidate of SYSTEM_BUNDLES) {
+    const system = await fs.readFile(candidate, 'utf8').catch(() => '');
+    if (system) return system;
+  }
+  return '';
 }

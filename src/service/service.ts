@@ -21,12 +21,15 @@ import { type MountContext, type MountedMedium, Slot, type SlotTiming } from './
 import { type CifsClient, checkLegacyUrl, startLegacySource } from './sources/legacy.ts';
 import { proxySource } from './sources/proxy.ts';
 import type { MediumSource } from './sources/source.ts';
+import { TrustStore } from './trust.ts';
 
 export interface ServiceOptions {
   bus: MessageBus;
   config: ServiceConfig;
   /** 0700 directory for slot sockets and nbdkit pidfiles. */
   runtimeDir: string;
+  /** Where each Legacy slot's trust (VerifyCertificate, added CAs) is kept across restarts. */
+  trustDir: string;
   attachHost: AttachHost;
   /** Extra CAs for Legacy HTTPS (VMEDIA_CA_BUNDLE). */
   caBundle: string | undefined;
@@ -53,6 +56,10 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
   await fs.mkdir(options.runtimeDir, { recursive: true, mode: 0o700 });
   await fs.chmod(options.runtimeDir, 0o700);
   const caBundle = await prepareCaBundle(options.caBundle, options.runtimeDir);
+  const trust = await TrustStore.open(
+    options.trustDir,
+    config.slots.filter((slot) => slot.mode === SlotMode.Legacy).map((slot) => slot.slotId),
+  );
   const timing: SlotTiming = {
     inactivityTimeout: config.inactivityTimeout,
     ...DEFAULT_TIMING,
@@ -88,6 +95,8 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
               readOnly: writeProtected,
               credentials,
               caBundle,
+              trust: trust.get(slot.config.slotId),
+              runtimeDir: options.runtimeDir,
               cifsClient: options.cifsClient,
               nbdkit: options.nbdkit,
             },
@@ -103,7 +112,7 @@ export async function startVirtualMediaService(options: ServiceOptions): Promise
 
   const slots = config.slots.map((slotConfig) => {
     const slot = new Slot(slotConfig, timing, log.child({ slot: slotConfig.slotId }));
-    const exported = exportSlot(objectManager, slot, startMount);
+    const exported = exportSlot(objectManager, slot, startMount, trust);
     if (exported.legacyMount) legacyMounts.set(exported.path, exported.legacyMount);
     return slot;
   });

@@ -36,6 +36,7 @@ const requestBodies: Record<string, { resource: ResourceType; action?: string; p
   'requests/EjectMedia.json': { resource: 'VirtualMedia', action: 'EjectMedia' },
   'requests/VirtualMediaPatch.json': { resource: 'VirtualMedia', patch: true },
   'requests/SessionCreate.json': { resource: 'Session' },
+  'requests/CertificateCreate.json': { resource: 'Certificate' },
   'requests/SessionServicePatch.json': { resource: 'SessionService', patch: true },
   'requests/AccountServicePatch.json': { resource: 'AccountService', patch: true },
   'requests/ManagerAccountCreate.json': { resource: 'ManagerAccount' },
@@ -148,6 +149,10 @@ describe('conformance with the DMTF bundle', { skip: dmtfMissing ?? false }, () 
       );
       assert.equal(inserted.status, 202);
       assert.equal((await followTask(stack, String(inserted.headers.location))).status, 204);
+      const trusted = await request('POST', '/redfish/v1/Managers/bmc/VirtualMedia/Slot_3/Certificates', {
+        body: { CertificateString: stack.certificates.caCert, CertificateType: 'PEM' },
+      });
+      assert.equal(trusted.status, 201, trusted.text);
       await stack.server.login('admin', adminPassword);
 
       const seen = new Set<string>();

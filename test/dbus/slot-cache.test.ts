@@ -87,6 +87,8 @@ describe('SlotCache (no bus)', () => {
       exitCode: -1,
       readIO: 0n,
       writeIO: 0n,
+      verifyCertificate: true,
+      certificates: [],
     });
     assert.equal(cache.slot('Slot_2')!.mode, SlotMode.Legacy);
     assert.equal(cache.slotByEndpoint('/nbd/0')?.slotId, 'Slot_0');

@@ -192,7 +192,13 @@ describe('D-Bus policy', () => {
     )
       .split(/\s+/)
       .map((attribute) => attribute.replace(/^send_interface="|"$/g, ''));
-    for (const name of [Interface.Proxy, Interface.Legacy, Interface.ObjectManager, Interface.Properties]) {
+    for (const name of [
+      Interface.Proxy,
+      Interface.Legacy,
+      Interface.Trust,
+      Interface.ObjectManager,
+      Interface.Properties,
+    ]) {
       assert.ok(serverInterfaces.includes(name), `${SERVER_USER} may not call ${name}`);
     }
     // No rule anywhere lets anyone send to the service without naming an interface, except root's.

@@ -38,6 +38,12 @@ const proxy = {
   signals: { Completion: 'i' },
 };
 const legacy = { ...proxy, methods: { Mount: 'sbh→b', Unmount: '→b' } };
+/** Ours, on Legacy slots only: the https:// source's trust (VerifyCertificate, Certificates). */
+const trust = {
+  properties: { VerifyCertificate: 'b read', Certificates: 'as read' },
+  methods: { SetVerifyCertificate: 'b→b', AddCertificate: 's→b', RemoveCertificate: 's→b' },
+  signals: {},
+};
 
 /** Our interfaces in introspection XML, reduced to names and signatures. */
 function parseIntrospection(xml: string): Record<string, Introspected> {
@@ -90,13 +96,13 @@ describe('D-Bus objects of the VirtualMedia service', () => {
     });
     assert.match(rootXml, /<node name="Proxy"\/>/);
     assert.match(rootXml, /<node name="Legacy"\/>/);
-    for (const [mode, ids, modeInterface, expected] of [
-      [SlotMode.Proxy, ['Slot_0', 'Slot_1'], Interface.Proxy, proxy],
-      [SlotMode.Legacy, ['Slot_2', 'Slot_3'], Interface.Legacy, legacy],
+    for (const [mode, ids, modeInterfaces] of [
+      [SlotMode.Proxy, ['Slot_0', 'Slot_1'], { [Interface.Proxy]: proxy }],
+      [SlotMode.Legacy, ['Slot_2', 'Slot_3'], { [Interface.Legacy]: legacy, [Interface.Trust]: trust }],
     ] as const) {
       for (const id of ids) {
         const parsed = parseIntrospection(await introspect(slotPath(mode, id)));
-        assert.deepEqual(parsed, { ...common, [modeInterface]: expected }, `${id}`);
+        assert.deepEqual(parsed, { ...common, ...modeInterfaces }, `${id}`);
       }
     }
   });

@@ -66,6 +66,7 @@ export async function run(argv: string[]): Promise<void> {
     bus,
     config,
     runtimeDir: paths.runtime,
+    trustDir: paths.trust,
     attachHost,
     caBundle: environment.caBundle,
     imagePolicy: { allowHttp: environment.allowHttp },

@@ -3,6 +3,7 @@ import dbus, { type Message, type MessageBus } from 'dbus-next';
 import { DbusError, Interface, SlotMode, slotPath } from '../../contract/dbus.ts';
 import { PrecheckError } from '../errors.ts';
 import type { Slot, SlotStatus } from '../slot.ts';
+import { MAX_CERTIFICATES, normalizeCertificate, type SlotTrust, type TrustStore } from '../trust.ts';
 import type { ObjectManager } from './object-manager.ts';
 
 const { Interface: DbusInterface } = dbus.interface;
@@ -142,6 +143,84 @@ LegacyInterface.configureMembers({
   signals: { Completion: { signature: 'i' } },
 });
 
+/**
+ * What a Legacy slot's https:// source trusts (src/service/trust.ts): read as properties, changed through
+ * methods whose refusals are D-Bus errors (InvalidArgument, ResourceNotFound). Each change is saved
+ * before it is published and applies from the next mount on.
+ */
+class TrustInterface extends SlotInterface {
+  constructor(
+    name: string,
+    slot: Slot,
+    private readonly store: TrustStore,
+  ) {
+    super(name, slot);
+  }
+
+  private get trust(): SlotTrust {
+    return this.store.get(this.slot.config.slotId);
+  }
+
+  get VerifyCertificate() {
+    return this.trust.verifyCertificate;
+  }
+  get Certificates() {
+    return [...this.trust.certificates];
+  }
+
+  SetVerifyCertificate(verify: boolean): Promise<boolean> {
+    return this.change(() => ({ ...this.trust, verifyCertificate: verify }));
+  }
+
+  /** Adds a CA certificate (PEM); adding one already there changes nothing. */
+  AddCertificate(pem: string): Promise<boolean> {
+    return this.change(() => {
+      const certificate = normalizeCertificate(pem);
+      const { certificates } = this.trust;
+      if (certificates.includes(certificate)) return this.trust;
+      if (certificates.length >= MAX_CERTIFICATES) {
+        throw PrecheckError.invalid(`a slot trusts at most ${MAX_CERTIFICATES} certificates`);
+      }
+      return { ...this.trust, certificates: [...certificates, certificate] };
+    });
+  }
+
+  RemoveCertificate(pem: string): Promise<boolean> {
+    return this.change(() => {
+      const certificate = normalizeCertificate(pem);
+      if (!this.trust.certificates.includes(certificate)) {
+        throw new PrecheckError(DbusError.ResourceNotFound, 'the slot does not trust that certificate');
+      }
+      return { ...this.trust, certificates: this.trust.certificates.filter((c) => c !== certificate) };
+    });
+  }
+
+  private async change(next: () => SlotTrust): Promise<boolean> {
+    let trust: SlotTrust;
+    asDbusCall(() => {
+      trust = next();
+    });
+    await this.store.set(this.slot.config.slotId, trust!);
+    DbusInterface.emitPropertiesChanged(
+      this,
+      { VerifyCertificate: this.VerifyCertificate, Certificates: this.Certificates },
+      [],
+    );
+    return true;
+  }
+}
+TrustInterface.configureMembers({
+  properties: {
+    VerifyCertificate: { signature: 'b', access: READ },
+    Certificates: { signature: 'as', access: READ },
+  },
+  methods: {
+    SetVerifyCertificate: { inSignature: 'b', outSignature: 'b' },
+    AddCertificate: { inSignature: 's', outSignature: 'b' },
+    RemoveCertificate: { inSignature: 's', outSignature: 'b' },
+  },
+});
+
 /** Runs a Mount/Unmount precheck; its PrecheckError becomes the D-Bus error the caller sees. */
 function asDbusCall(start: () => void): boolean {
   try {
@@ -165,13 +244,14 @@ const statusProperties: Record<keyof SlotStatus, ['mountPoint' | 'process' | 'st
 };
 
 /**
- * Exports one slot's object (MountPoint, Process, Stats and its mode interface) through the
+ * Exports one slot's object (MountPoint, Process, Stats, its mode interface and on a Legacy slot Trust) through the
  * ObjectManager, and turns the slot's events into PropertiesChanged and Completion signals.
  */
 export function exportSlot(
   objectManager: ObjectManager,
   slot: Slot,
   startMount: MountStarter,
+  trust: TrustStore,
 ): { path: string; legacyMount?: LegacyMount } {
   const path = slotPath(slot.config.mode, slot.config.slotId);
   const mountPoint = new MountPointInterface(Interface.MountPoint, slot);
@@ -182,7 +262,9 @@ export function exportSlot(
       ? new ProxyInterface(Interface.Proxy, slot, startMount)
       : new LegacyInterface(Interface.Legacy, slot, startMount);
   const published = { mountPoint, process, stats };
-  objectManager.add(path, [mountPoint, process, stats, mode]);
+  const legacyOnly =
+    mode instanceof LegacyInterface ? [new TrustInterface(Interface.Trust, slot, trust)] : [];
+  objectManager.add(path, [mountPoint, process, stats, mode, ...legacyOnly]);
 
   slot.on('changed', (changes) => {
     const perInterface = new Map<SlotInterface, Record<string, unknown>>();

@@ -4,6 +4,7 @@ import type { SlotConfig } from '../config.ts';
 import type { Credentials } from '../credentials.ts';
 import { PrecheckError } from '../errors.ts';
 import type { MountContext } from '../slot.ts';
+import type { SlotTrust } from '../trust.ts';
 import { startKernelCifsSource } from './cifs-kernel.ts';
 import { startUserspaceCifsSource } from './cifs-userspace.ts';
 import { startHttpsSource } from './legacy-https.ts';
@@ -44,6 +45,10 @@ export interface LegacySourceOptions {
   credentials: Credentials | undefined;
   /** PEM bundle for https:// (system CAs plus VMEDIA_CA_BUNDLE). */
   caBundle: string | undefined;
+  /** The slot's own trust for https:// (VerifyCertificate, added CAs). */
+  trust: SlotTrust;
+  /** Where the slot's combined CA bundle is written for the mount. */
+  runtimeDir: string;
   cifsClient: CifsClient;
   nbdkit: string;
 }
