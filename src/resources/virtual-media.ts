@@ -60,7 +60,8 @@ export interface VirtualMediaOptions {
 function insertMediaParameters(policy: ImageUrlPolicy) {
   return [
     { Name: 'Image', Required: true, DataType: 'String' },
-    { Name: 'Inserted', Required: false, DataType: 'Boolean', AllowableValues: ['true'] },
+    // No AllowableValues on booleans: they are strings, and clients (Ansible) compare them with true.
+    { Name: 'Inserted', Required: false, DataType: 'Boolean' },
     { Name: 'WriteProtected', Required: false, DataType: 'Boolean' },
     { Name: 'UserName', Required: false, DataType: 'String' },
     { Name: 'Password', Required: false, DataType: 'String' },
