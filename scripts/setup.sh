@@ -10,7 +10,7 @@ testing=(nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-nbd:qemu-utils nbd-client:n
   chromium:chromium smbd:samba smbclient:smbclient websockify:websockify redfishtool:redfishtool
   openssl:openssl curl:curl nginx:nginx xmllint:libxml2-utils
   qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod
-  systemd-analyze:systemd dbus-send:dbus setpriv:util-linux ansible:ansible)
+  systemd-analyze:systemd dbus-send:dbus setpriv:util-linux ansible:ansible xorriso:xorriso)
 wanted=("${runtime[@]}")
 [[ "${1:-}" == "--test" ]] && wanted+=("${testing[@]}")
 
@@ -21,20 +21,18 @@ for entry in "${wanted[@]}"; do
     [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
-# Libraries with no command to look for: Debian packages, asked of dpkg.
+# Packages with no command to look for (libraries, GRUB's BIOS modules for the test ISO), asked of dpkg.
 libraries=(libsmbclient)
 # The Python clients the field uses, and what the fetched Tacklebox snapshot imports (python-redfish-library).
 [[ "${1:-}" == "--test" ]] && libraries+=(libnss-wrapper python3-sushy python3-requests-toolbelt
-  python3-requests-unixsocket python3-xlsxwriter)
+  python3-requests-unixsocket python3-xlsxwriter grub-pc-bin)
 for pkg in "${libraries[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
 done
-# The curl plugin (https://) and the python plugin (the userspace smb:// client) are separate packages.
-if command -v nbdkit >/dev/null 2>&1; then
-  nbdkit curl --version >/dev/null 2>&1 || missing+=(nbdkit-plugin-curl)
-  nbdkit python --version >/dev/null 2>&1 || missing+=(nbdkit-plugin-python)
-else
-  missing+=(nbdkit-plugin-curl nbdkit-plugin-python)
+# Debian's nbdkit package carries the curl plugin (https://); the python plugin (the userspace smb://
+# client) is a package of its own.
+if ! command -v nbdkit >/dev/null 2>&1 || ! nbdkit python --version >/dev/null 2>&1; then
+  missing+=(nbdkit-plugin-python)
 fi
 
 if ((${#missing[@]})); then

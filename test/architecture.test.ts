@@ -35,12 +35,26 @@ const layers: Record<string, readonly string[]> = {
   bridge: ['redfish', 'auth', 'contract', 'dbus', 'log', 'nbd', 'transport'],
   service: ['contract', 'nbd', 'transport', 'log', 'config'],
   web: ['contract', 'nbd', 'transport', 'redfish', 'auth'],
-  cli: ['contract', 'nbd', 'transport', 'config', 'log', 'server', 'service', 'dbus', 'tls', 'redfish'],
+  // The emulated host: a daemon of its own beside the service, a client of it over D-Bus like the server.
+  machine: ['contract', 'dbus', 'log', 'config'],
+  cli: [
+    'contract',
+    'nbd',
+    'transport',
+    'config',
+    'log',
+    'server',
+    'service',
+    'machine',
+    'dbus',
+    'tls',
+    'redfish',
+  ],
 };
-/** The server assembles everything but the command line that starts it. */
+/** The server assembles everything but the command line that starts it and the other daemons' own parts. */
 const allowed: Record<string, readonly string[]> = {
   ...layers,
-  server: Object.keys(layers).filter((folder) => folder !== 'cli'),
+  server: Object.keys(layers).filter((folder) => folder !== 'cli' && folder !== 'machine'),
 };
 
 /** The only folders that may import the Redfish JSON schemas of the top-level `schemas/` folder. */

@@ -28,6 +28,13 @@ const commands: Record<string, Command> = {
     synopsis: `[--bus-address ADDRESS] [--config FILE] [--state-dir DIR] ${hostMode} [--cifs-client auto|kernel|userspace] [--sysfs-root DIR] [--configfs-root DIR] [--nbd-client PATH] [--nbdkit PATH]`,
     load: () => import('./commands/service.ts'),
   },
+  machine: {
+    summary:
+      "run the emulated host: a QEMU PC that boots the slots' media, as OpenBMC's host services on D-Bus",
+    synopsis:
+      '[--bus-address ADDRESS] [--state-dir DIR] [--qemu PATH] [--memory MiB] [--graceful-timeout SECONDS]',
+    load: () => import('./commands/machine.ts'),
+  },
   mount: {
     summary: 'serve a local image file into a Proxy slot over WSS (headless Proxy mode)',
     synopsis: `<SlotId> <file> [--rw] ${connection}`,

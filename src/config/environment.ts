@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 /** Settings every process of the stack reads from the environment (docs/contract.md §7). */
@@ -53,5 +54,14 @@ export function statePaths(stateDir: string) {
     /** Each Legacy slot's VerifyCertificate and added CAs (the service's). */
     trust: path.join(stateDir, 'trust'),
     host: path.join(stateDir, 'host'),
+    /** The emulated host machine's console and firmware logs, QMP socket and boot settings. */
+    machine: path.join(stateDir, 'machine'),
   };
+}
+
+/** Whether an executable of that name is on PATH (the launcher's choice of optional parts). */
+export function onPath(command: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.PATH ?? '')
+    .split(path.delimiter)
+    .some((dir) => dir !== '' && existsSync(path.join(dir, command)));
 }

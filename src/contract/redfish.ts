@@ -6,6 +6,9 @@
 export const serviceRootUri = '/redfish/v1/';
 export const systemsUri = '/redfish/v1/Systems';
 export const systemUri = `${systemsUri}/system`;
+/** `#ComputerSystem.Reset`: power the host on, off or through a restart (docs/contract.md §3a). */
+export const systemResetUri = `${systemUri}/Actions/ComputerSystem.Reset`;
+export const systemResetActionInfoUri = `${systemUri}/ResetActionInfo`;
 export const managersUri = '/redfish/v1/Managers';
 export const managerUri = `${managersUri}/bmc`;
 export const sessionServiceUri = '/redfish/v1/SessionService';

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import dbus, { type MessageBus } from 'dbus-next';
+import dbus, { type Message, type MessageBus } from 'dbus-next';
 
 /**
  * Connects to the bus at `address` (the system bus when absent) with Unix fd passing negotiated —
@@ -28,4 +28,41 @@ export async function chooseBusAddress(
   if (flag) return flag;
   const text = await readFile(addressFile, 'utf8').catch(() => '');
   return text.trim() || undefined;
+}
+
+/**
+ * A method call bounded in time: dbus-next never fails a call whose peer vanished. A reply that does not
+ * come within `timeoutMs` (or comes empty) rejects with `absent(reason)`.
+ */
+export async function boundedCall(
+  bus: MessageBus,
+  message: Message,
+  timeoutMs: number,
+  absent: (reason: Error) => Error,
+): Promise<Message> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(absent(new Error(`${message.member}: no reply`))), timeoutMs);
+  });
+  try {
+    const reply = await Promise.race([bus.call(message), timeout]);
+    if (!reply) throw absent(new Error(`${message.member}: empty reply`));
+    return reply;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** D-Bus errors that mean "nobody is there to answer", as opposed to a refusal by the service. */
+const ABSENT_ERRORS = new Set([
+  'org.freedesktop.DBus.Error.ServiceUnknown',
+  'org.freedesktop.DBus.Error.NameHasNoOwner',
+  'org.freedesktop.DBus.Error.NoReply',
+  'org.freedesktop.DBus.Error.Disconnected',
+  'org.freedesktop.DBus.Error.UnknownObject',
+]);
+
+/** Whether a D-Bus error means the peer is not there (as opposed to a refusal by the peer). */
+export function isAbsentPeer(error: { type: string }): boolean {
+  return ABSENT_ERRORS.has(error.type);
 }

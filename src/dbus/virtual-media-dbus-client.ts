@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import dbus, { type Message, type MessageBus, Variant } from 'dbus-next';
 import { DbusError, Interface, ROOT_PATH, SERVICE_NAME } from '../contract/dbus.ts';
 import type { Logger } from '../log.ts';
-import { connectBus } from './connection.ts';
+import { boundedCall, connectBus, isAbsentPeer } from './connection.ts';
 import { withCredentialsPipe } from './credentials-pipe.ts';
 import { type CacheEvent, type ManagedObjects, type ObjectInterfaces, SlotCache } from './slot-cache.ts';
 import {
@@ -20,15 +20,6 @@ const BUS_PATH = '/org/freedesktop/DBus';
 /** A call the service does not answer within this bound is treated as the service being gone. */
 const CALL_TIMEOUT_MS = 10_000;
 const RECONNECT_DELAY_MS = 1000;
-
-/** D-Bus errors that mean "nobody is there to answer", as opposed to a refusal by the service. */
-const ABSENT_ERRORS = new Set([
-  'org.freedesktop.DBus.Error.ServiceUnknown',
-  'org.freedesktop.DBus.Error.NameHasNoOwner',
-  'org.freedesktop.DBus.Error.NoReply',
-  'org.freedesktop.DBus.Error.Disconnected',
-  'org.freedesktop.DBus.Error.UnknownObject',
-]);
 
 /** How D-Bus carries an object's interfaces: variants, unwrapped before they reach the cache. */
 type WireInterfaces = Record<string, Record<string, Variant>>;
@@ -319,7 +310,7 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
       );
     } catch (error) {
       if (error instanceof dbus.DBusError) {
-        if (ABSENT_ERRORS.has(error.type)) throw new VirtualMediaUnavailable(error);
+        if (isAbsentPeer(error)) throw new VirtualMediaUnavailable(error);
         throw new VirtualMediaCallError(error.type, error.text);
       }
       throw error;
@@ -329,24 +320,9 @@ export class VirtualMediaDbusClient implements VirtualMediaClient {
     }
   }
 
-  /** A method call bounded in time: dbus-next never fails a call whose peer vanished. */
   private async call(message: Message): Promise<Message> {
-    const bus = this.bus;
-    if (!bus) throw new VirtualMediaUnavailable();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new VirtualMediaUnavailable(new Error(`${message.member}: no reply`))),
-        CALL_TIMEOUT_MS,
-      );
-    });
-    try {
-      const reply = await Promise.race([bus.call(message), timeout]);
-      if (!reply) throw new VirtualMediaUnavailable(new Error(`${message.member}: empty reply`));
-      return reply;
-    } finally {
-      clearTimeout(timer);
-    }
+    if (!this.bus) throw new VirtualMediaUnavailable();
+    return boundedCall(this.bus, message, CALL_TIMEOUT_MS, (reason) => new VirtualMediaUnavailable(reason));
   }
 }
 

@@ -14,6 +14,12 @@ import accountServicePatchRequest from '../../schemas/requests/AccountServicePat
   type: 'json',
 };
 import certificateCreateRequest from '../../schemas/requests/CertificateCreate.json' with { type: 'json' };
+import computerSystemPatchRequest from '../../schemas/requests/ComputerSystemPatch.json' with {
+  type: 'json',
+};
+import computerSystemResetRequest from '../../schemas/requests/ComputerSystemReset.json' with {
+  type: 'json',
+};
 import ejectMediaRequest from '../../schemas/requests/EjectMedia.json' with { type: 'json' };
 import insertMediaRequest from '../../schemas/requests/InsertMedia.json' with { type: 'json' };
 import managerAccountCreateRequest from '../../schemas/requests/ManagerAccountCreate.json' with {
@@ -67,6 +73,8 @@ export const redfishSchemas: readonly { $id: string }[] = [
   ejectMediaRequest,
   certificateCreateRequest,
   virtualMediaPatchRequest,
+  computerSystemPatchRequest,
+  computerSystemResetRequest,
 ];
 
 export type SchemaId = string;

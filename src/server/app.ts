@@ -6,6 +6,7 @@ import { provisionAdmin } from '../auth/provision.ts';
 import { SessionStore } from '../auth/sessions.ts';
 import { nbdBridgePlugin } from '../bridge/plugin.ts';
 import { statePaths } from '../config/environment.ts';
+import { absentHost, type HostControl } from '../dbus/host-control-client.ts';
 import { absentVirtualMedia, type VirtualMediaClient } from '../dbus/virtual-media-client.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { redfishProtocolPlugin } from '../redfish/protocol.ts';
@@ -37,6 +38,8 @@ export interface ServerOptions {
   adminPassword?: string;
   /** The VirtualMedia service over D-Bus; without it the VirtualMedia routes answer 503. */
   virtualMedia?: VirtualMediaClient;
+  /** The host's power and boot override over D-Bus; without it Systems/system shows neither. */
+  hostControl?: HostControl;
   /** Plain http:// images allowed (VMEDIA_ALLOW_HTTP); off unless the integrator says so. */
   allowHttp?: boolean;
 }
@@ -101,7 +104,7 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
   await app.register(sessionServiceRoutes);
   await app.register(accountServiceRoutes);
   await app.register(managerRoutes, { uuid });
-  await app.register(systemRoutes);
+  await app.register(systemRoutes, { host: options.hostControl ?? absentHost });
   await app.register(openapiRoutes);
   await app.register(webLoginRoutes);
   await app.register(webUiPlugin);

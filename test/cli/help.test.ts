@@ -10,7 +10,7 @@ const vmedia = path.resolve('bin/vmedia.js');
 test('every command answers --help with its synopsis instead of an option error', async () => {
   const { stderr: list } = await run(process.execPath, [vmedia, '--help']);
   const names = [...list.matchAll(/^ {2}(\w+) {2,}/gm)].map((match) => match[1]!);
-  assert.deepEqual(names, ['start', 'server', 'service', 'mount', 'insert', 'eject', 'status']);
+  assert.deepEqual(names, ['start', 'server', 'service', 'machine', 'mount', 'insert', 'eject', 'status']);
   for (const name of names) {
     const { stdout } = await run(process.execPath, [vmedia, name, '--help']);
     assert.match(stdout, new RegExp(`^usage: vmedia ${name} `));

@@ -10,7 +10,7 @@ import { dmtfBundle } from './dmtf-schemas.ts';
  */
 
 // biome-ignore lint/suspicious/noExplicitAny: JSON Schemas are walked generically.
-type Schema = Record<string, any>;
+export type Schema = Record<string, any>;
 
 const dmtfBase = 'http://redfish.dmtf.org/schemas/v1/';
 const files = new Map<string, Promise<Schema>>();
@@ -213,11 +213,18 @@ export async function dmtfProperties(ref: string): Promise<Schema> {
 
 /** The DMTF resource definition's properties marked writable (`readonly: false`). */
 export async function dmtfWritable(ref: string): Promise<Set<string>> {
-  const { node } = await dmtfRef(ref);
+  const { node, file } = await dmtfRef(ref);
   const { node: definition } = await resolveDmtf(node);
   const writable = new Set<string>();
   for (const [name, property] of Object.entries((definition.properties ?? {}) as Record<string, Schema>)) {
     if (property.readonly === false) writable.add(name);
+    // A complex property (Boot) has no flag of its own: its members say what is writable, as `Boot/Member`.
+    // Only definitions of the same file are followed: a reference to another resource is a link.
+    const target =
+      typeof property.$ref === 'string' ? property.$ref.replace(/^#/, `${dmtfBase}${file}#`) : '';
+    if (property.readonly === undefined && target.startsWith(`${dmtfBase}${file}#/definitions/`)) {
+      for (const member of await dmtfWritable(target)) writable.add(`${name}/${member}`);
+    }
   }
   return writable;
 }

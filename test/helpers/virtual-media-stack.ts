@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HostControlDbusClient } from '../../src/dbus/host-control-client.ts';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
 import { type ImageServer, type ImageServerOptions, startImageServer } from './https-image-server.ts';
 import { type RequestOptions, type Response, startTestServer, type TestServer } from './server.ts';
@@ -33,6 +34,9 @@ export interface VmStack {
   killService(): Promise<void>;
   /** Starts a new `vmedia service` on the same bus and state directory. */
   restartService(): Promise<void>;
+  /** `vmedia machine` (the emulated host) on the same bus, when asked for; its files are in `machineDir`. */
+  machine?: ChildProcess;
+  machineDir: string;
   stop(): Promise<void>;
 }
 
@@ -43,6 +47,8 @@ export async function startVmStack(options: {
   imageDelayMs?: ImageServerOptions['delayMs'];
   /** Both daemons allow plain http:// images (VMEDIA_ALLOW_HTTP, the integrator setting). */
   allowHttp?: boolean;
+  /** Run the emulated host machine too, and give the server a host control client. */
+  machine?: boolean;
 }): Promise<VmStack> {
   const certDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-vm-certs-'));
   const certificates = await createTestCertificates(certDir);
@@ -58,7 +64,15 @@ export async function startVmStack(options: {
   };
   const harness = await startServiceHarness({ env: serviceEnv });
   const client = await VirtualMediaDbusClient.connect({ address: harness.bus.address });
-  const server = await startTestServer({ virtualMedia: client, allowHttp: options.allowHttp ?? false });
+  const machine = options.machine ? await startMachine(harness) : undefined;
+  const hostControl = options.machine
+    ? new HostControlDbusClient({ address: harness.bus.address })
+    : undefined;
+  const server = await startTestServer({
+    virtualMedia: client,
+    allowHttp: options.allowHttp ?? false,
+    ...(hostControl ? { hostControl } : {}),
+  });
   let replacement: ChildProcess | undefined;
 
   const responses: Response[] = [];
@@ -70,6 +84,8 @@ export async function startVmStack(options: {
     client,
     server,
     responses,
+    ...(machine ? { machine } : {}),
+    machineDir: path.join(harness.stateDir, 'machine'),
     async request(method, uri, options) {
       const response = await server.request(method, uri, options);
       responses.push(response);
@@ -107,6 +123,11 @@ export async function startVmStack(options: {
     async stop() {
       await server.close();
       await client.close();
+      await hostControl?.close();
+      if (machine && machine.exitCode === null && machine.signalCode === null) {
+        machine.kill('SIGTERM');
+        await once(machine, 'exit');
+      }
       if (replacement && replacement.exitCode === null && replacement.signalCode === null) {
         replacement.kill('SIGTERM');
         await once(replacement, 'exit');
@@ -117,6 +138,34 @@ export async function startVmStack(options: {
     },
   };
   return stack;
+}
+
+/** `vmedia machine` on the harness's bus and state directory, once it owns the host's D-Bus names. */
+async function startMachine(harness: ServiceHarness): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [vmediaBin, 'machine', '--bus-address', harness.bus.address, '--state-dir', harness.stateDir],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VMEDIA_LOG_LEVEL: 'info' } },
+  );
+  let output = '';
+  // VMEDIA_TEST_LOG shows what the machine logs (its QMP errors, QEMU's own messages) as it happens.
+  const collect = (chunk: string) => {
+    output += chunk;
+    if (process.env.VMEDIA_TEST_LOG) process.stderr.write(chunk);
+  };
+  child.stdout!.setEncoding('utf8').on('data', collect);
+  child.stderr!.setEncoding('utf8').on('data', collect);
+  try {
+    await waitFor(() => /vmedia machine ready/.test(output), {
+      what: 'the emulated host machine to be ready',
+      timeoutMs: 30_000,
+      intervalMs: 50,
+      signal: abortOnExit(child, (code, signal) => `it exited with ${code ?? signal}`),
+    });
+  } catch (error) {
+    throw new Error(`vmedia machine: ${(error as Error).message}\n${output}`, { cause: error });
+  }
+  return child;
 }
 
 /** Follows a task monitor until the task has finished; answers (and records) the final monitor response. */

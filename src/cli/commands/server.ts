@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { HostControlDbusClient } from '../../dbus/host-control-client.ts';
 import { VirtualMediaDbusClient } from '../../dbus/virtual-media-dbus-client.ts';
 import { createLogger } from '../../log.ts';
 import { startServer } from '../../server/app.ts';
@@ -27,6 +28,7 @@ export async function run(argv: string[]): Promise<void> {
     address: busAddress,
     logger,
   });
+  const hostControl = new HostControlDbusClient({ address: busAddress, logger });
   const { app, url, generatedPassword } = await startServer({
     stateDir: environment.stateDir,
     adminPassword: environment.adminPassword,
@@ -35,6 +37,7 @@ export async function run(argv: string[]): Promise<void> {
     allowHttp: environment.allowHttp,
     logger,
     virtualMedia,
+    hostControl,
     ...(values.cert && values.key ? { tls: { certFile: values.cert, keyFile: values.key } } : {}),
   });
   const stopRequested = stopSignal();
@@ -48,4 +51,5 @@ export async function run(argv: string[]): Promise<void> {
   await stopRequested;
   await app.close().catch(() => undefined);
   await virtualMedia.close().catch(() => undefined);
+  await hostControl.close().catch(() => undefined);
 }

@@ -3,24 +3,32 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { readEnvironment, statePaths } from '../../config/environment.ts';
+import { onPath, readEnvironment, statePaths } from '../../config/environment.ts';
 import { type PrivateBus, startPrivateBus } from '../../dbus/private-bus.ts';
 
 // The children run the same program this process was started as: bin/vmedia.js, or dist/vmedia.mjs.
 const vmediaBin = process.argv[1]!;
 const RESTART_DELAY_MS = 1000;
+const QEMU = 'qemu-system-x86_64';
 
 /**
  * `vmedia start`: the embedded stack of docs/contract.md §1 in the foreground — a private dbus-daemon (unless
- * `--bus system`), the VirtualMedia service (restarted if it dies) and the HTTPS server.
+ * `--bus system`), the VirtualMedia service (restarted if it dies), the emulated host machine when QEMU is
+ * there (`--machine auto|qemu|none`) and the HTTPS server.
  */
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { bus: { type: 'string', default: 'private' }, 'host-mode': { type: 'string' } },
+    options: {
+      bus: { type: 'string', default: 'private' },
+      'host-mode': { type: 'string' },
+      machine: { type: 'string', default: 'auto' },
+    },
   });
   if (values.bus !== 'private' && values.bus !== 'system')
     throw new Error('--bus takes "private" or "system"');
+  if (!['auto', 'qemu', 'none'].includes(values.machine))
+    throw new Error('--machine takes "auto", "qemu" or "none"');
   const environment = readEnvironment();
   const paths = statePaths(environment.stateDir);
   await fs.mkdir(paths.runtime, { recursive: true, mode: 0o700 });
@@ -38,12 +46,20 @@ export async function run(argv: string[]): Promise<void> {
 
   const hostMode = values['host-mode'] ? ['--host-mode', values['host-mode']] : [];
   const service = new Supervised('service', [...busArgs, '--state-dir', environment.stateDir, ...hostMode]);
+  // The emulated host owns the host state and settings names: never on a system bus, where a BMC's own
+  // services (phosphor-state-manager, settings) have them.
+  const withMachine =
+    values.machine === 'qemu' || (values.machine === 'auto' && values.bus === 'private' && onPath(QEMU));
+  const machine = withMachine
+    ? new Supervised('machine', [...busArgs, '--state-dir', environment.stateDir])
+    : undefined;
   const server = new Supervised('server', busArgs);
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     await server.stop();
+    await machine?.stop();
     await service.stop();
     await bus?.stop();
     await fs.rm(paths.dbusAddress, { force: true });
@@ -53,6 +69,7 @@ export async function run(argv: string[]): Promise<void> {
 
   try {
     await service.start();
+    await machine?.start();
     const readyLine = await server.start();
     const url = readyLine.match(/https:\/\/\S+/)?.[0] ?? '';
     process.stdout.write(`vmedia ready: ${url}\n`);
@@ -60,7 +77,7 @@ export async function run(argv: string[]): Promise<void> {
     await stop();
     throw error;
   }
-  await Promise.all([service.stopped, server.stopped]);
+  await Promise.all([service.stopped, server.stopped, machine?.stopped]);
 }
 
 /** A child `vmedia <command>` whose output is passed through; restarted when it dies unexpectedly. */
