@@ -4,7 +4,7 @@
  * in X-XSRF-TOKEN) and the Redfish VirtualMedia resources.
  */
 
-import { virtualMediaUri } from '../contract/redfish.ts';
+import { systemUri, virtualMediaUri } from '../contract/redfish.ts';
 
 /** A failed request, with the human-readable messages the server gave (Redfish error or task messages). */
 export class ApiError extends Error {
@@ -30,6 +30,13 @@ export interface VirtualMedia {
   WriteProtected: boolean;
   Oem?: { OpenBMC?: { WebSocketEndpoint?: string } };
   Actions?: Record<string, { target: string; 'TransferProtocolType@Redfish.AllowableValues'?: string[] }>;
+}
+
+/** The parts of Systems/system the host panel shows: absent PowerState means no host services answer. */
+export interface ComputerSystem {
+  PowerState?: 'On' | 'Off' | 'PoweringOn' | 'PoweringOff' | string;
+  Boot?: { BootSourceOverrideTarget: string; BootSourceOverrideEnabled: string };
+  Actions?: { '#ComputerSystem.Reset'?: { target: string; 'ResetType@Redfish.AllowableValues'?: string[] } };
 }
 
 interface RedfishMessage {
@@ -134,4 +141,18 @@ export async function runAction(
     const messages = (task.Messages ?? []).map((m) => m.Message).filter(Boolean);
     throw new ApiError(500, messages.join(' ') || `The task ended in state ${task.TaskState}.`);
   }
+}
+
+export function getSystem(): Promise<ComputerSystem> {
+  return getJson<ComputerSystem>(systemUri);
+}
+
+/** Sets the boot override (docs/contract.md §3a); Once reverts to None after the boot it applies to. */
+export async function setBootOverride(
+  target: string,
+  enabled: 'Once' | 'Continuous' | 'Disabled',
+): Promise<void> {
+  await call('PATCH', systemUri, {
+    Boot: { BootSourceOverrideTarget: target, BootSourceOverrideEnabled: enabled },
+  });
 }

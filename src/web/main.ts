@@ -1,5 +1,6 @@
 import './style.css';
 import { ApiError, listVirtualMedia, login, logout } from './api.ts';
+import { HostPanel } from './host-panel.ts';
 import { LegacySlotCard } from './legacy-card.ts';
 import { ProxySlotCard } from './proxy-card.ts';
 import type { CardContext, SlotCard } from './slot-card.ts';
@@ -31,6 +32,8 @@ let running: Promise<void> = Promise.resolve();
 let queued: Promise<void> | undefined;
 
 const context: CardContext = { refresh, sessionEnded: showLogin };
+const host = new HostPanel(context);
+slots.before(host.element);
 
 /** Loads every slot. Calls made while a load runs share one follow-up load instead of piling up. */
 function refresh(): Promise<void> {
@@ -47,7 +50,7 @@ function refresh(): Promise<void> {
 async function load(): Promise<void> {
   let members: Awaited<ReturnType<typeof listVirtualMedia>>;
   try {
-    members = await listVirtualMedia();
+    [members] = await Promise.all([listVirtualMedia(), host.load()]);
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return showLogin(cards.size ? error.message : '');
     notice.textContent = `Cannot read the slots: ${error instanceof Error ? error.message : String(error)}`;
