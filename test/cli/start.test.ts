@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import dbus from 'dbus-next';
 import { SERVICE_NAME } from '../../src/contract/dbus.ts';
+import { HostService } from '../../src/contract/host.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const vmedia = path.resolve('bin/vmedia.js');
@@ -74,6 +75,9 @@ test('vmedia start runs bus, service and server, restarts a dead service and sto
     try {
       const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
       const control = daemon.getInterface('org.freedesktop.DBus');
+      // QEMU is installed here, so `--machine auto` runs the emulated host beside the service.
+      for (const name of Object.values(HostService))
+        assert.equal(await control.NameHasOwner(name), true, name);
       const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
       const first = await servicePid();
       process.kill(first, 'SIGKILL');
@@ -96,6 +100,39 @@ test('vmedia start runs bus, service and server, restarts a dead service and sto
     await assert.rejects(fs.access(path.join(stateDir, 'dbus-address')));
     const leftovers = await fs.readdir(path.join(stateDir, 'run'));
     assert.deepEqual(leftovers, []);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
+    await fs.rm(stateDir, { recursive: true, force: true });
+  }
+});
+
+test('vmedia start --machine none leaves the host services to someone else', async () => {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-none-'));
+  const child = spawn(process.execPath, [vmedia, 'start', '--machine', 'none'], {
+    env: {
+      ...process.env,
+      VMEDIA_STATE_DIR: stateDir,
+      VMEDIA_PORT: '0',
+      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    await readyUrl(child);
+    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
+    const bus = dbus.sessionBus({ busAddress: address });
+    try {
+      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
+      const control = daemon.getInterface('org.freedesktop.DBus');
+      assert.equal(await control.NameHasOwner(SERVICE_NAME), true);
+      assert.equal(await control.NameHasOwner(HostService.host), false);
+    } finally {
+      bus.disconnect();
+    }
+    child.kill('SIGINT');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
