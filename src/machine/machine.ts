@@ -131,13 +131,7 @@ export class QemuMachine extends EventEmitter<{ state: [state: PowerState] }> {
   private async start(): Promise<void> {
     if (this.current !== 'Off' || this.closed) return;
     this.setState('Starting');
-    try {
-      await this.boot();
-      this.setState('Running');
-    } catch (error) {
-      await this.stop(false);
-      throw error;
-    }
+    await this.bootOrPowerOff();
   }
 
   /** The machine's restart: its QEMU stops and a new one boots, the power state staying on throughout. */
@@ -148,6 +142,11 @@ export class QemuMachine extends EventEmitter<{ state: [state: PowerState] }> {
     this.child = undefined;
     if (child) await quit(child, this.qmp);
     this.forgetProcess();
+    await this.bootOrPowerOff();
+  }
+
+  /** Boots a new QEMU and reports Running; a boot that fails leaves the machine off. */
+  private async bootOrPowerOff(): Promise<void> {
     try {
       await this.boot();
       this.setState('Running');

@@ -51,9 +51,9 @@ function readyUrl(child: ChildProcess): Promise<string> {
   });
 }
 
-test('vmedia start runs bus, service and server, restarts a dead service and stops cleanly', async () => {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-'));
-  const child = spawn(process.execPath, [vmedia, 'start'], {
+/** `vmedia start [args]` on its own state directory and an ephemeral port. */
+function launch(stateDir: string, ...args: string[]): ChildProcess {
+  return spawn(process.execPath, [vmedia, 'start', ...args], {
     env: {
       ...process.env,
       VMEDIA_STATE_DIR: stateDir,
@@ -62,6 +62,11 @@ test('vmedia start runs bus, service and server, restarts a dead service and sto
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+}
+
+test('vmedia start runs bus, service and server, restarts a dead service and stops cleanly', async () => {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-'));
+  const child = launch(stateDir);
   try {
     const url = await readyUrl(child);
     assert.match(url, /^https:\/\/127\.0\.0\.1:\d+/);
@@ -109,15 +114,7 @@ test('vmedia start runs bus, service and server, restarts a dead service and sto
 
 test('vmedia start --machine none leaves the host services to someone else', async () => {
   const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-none-'));
-  const child = spawn(process.execPath, [vmedia, 'start', '--machine', 'none'], {
-    env: {
-      ...process.env,
-      VMEDIA_STATE_DIR: stateDir,
-      VMEDIA_PORT: '0',
-      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = launch(stateDir, '--machine', 'none');
   try {
     await readyUrl(child);
     const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();

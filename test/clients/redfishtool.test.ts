@@ -6,8 +6,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { assertValidRedfish } from '../helpers/redfish-schema.ts';
-import { adminPassword } from '../helpers/server.ts';
 import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { redfishtool as redfishToolFor } from './field-clients.ts';
 
 const run = promisify(execFile);
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
@@ -26,21 +26,7 @@ describe('redfishtool drives insert and eject', () => {
       // The first request for slow.img outlasts the server's 5 s answer bound: a task to follow.
       imageDelayMs: (request) => (request.path === '/slow.img' && slowRequests++ === 0 ? 6500 : 0),
     });
-    const host = new URL(stack.server.url).host;
-    redfishtool = async (...args) => {
-      const { stdout, stderr } = await run('redfishtool', [
-        '-r',
-        host,
-        '-u',
-        'admin',
-        '-p',
-        adminPassword,
-        '-S',
-        'Always',
-        ...args,
-      ]);
-      return stdout + stderr;
-    };
+    redfishtool = redfishToolFor(stack.server.url);
   });
 
   after(async () => {

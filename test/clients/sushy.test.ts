@@ -4,11 +4,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { adminPassword } from '../helpers/server.ts';
 import { startVmStack, type VmStack } from '../helpers/virtual-media-stack.ts';
+import { runSushy } from './field-clients.ts';
 
-const driver = fileURLToPath(new URL('./sushy-driver.py', import.meta.url));
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 /**
@@ -31,21 +29,7 @@ describe('sushy (Ironic) inserts and ejects from both VirtualMedia collections',
   });
 
   const sushy = (collection: 'manager' | 'system', operation: 'insert' | 'eject') =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const child = execFile(
-        '/usr/bin/python3',
-        [driver, stack.server.url, collection, operation, imageUrl],
-        {
-          env: { PATH: '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1', NO_PROXY: '127.0.0.1' },
-          timeout: 60_000,
-        },
-        (error, stdout, stderr) => {
-          if (error) reject(new Error(`sushy ${operation}: ${stdout}${stderr}`, { cause: error }));
-          else resolve(JSON.parse(stdout));
-        },
-      );
-      child.stdin!.end(`${adminPassword}\n`);
-    });
+    runSushy(stack.server.url, [collection, operation, imageUrl]);
 
   const exportSha = async (slotId: string) => {
     const copy = path.join(stack.dir, `sushy-${slotId}.img`);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { redfishtool as redfishToolFor, runSushy } from '../clients/field-clients.ts';
 import { makeBootIso } from '../helpers/boot-iso.ts';
 import { assertValidRedfish } from '../helpers/redfish-schema.ts';
 import { adminPassword } from '../helpers/server.ts';
@@ -15,7 +16,6 @@ import { waitFor } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
-const sushyDriver = fileURLToPath(new URL('../clients/sushy-driver.py', import.meta.url));
 const MARKER = 'VMEDIA-OS-BOOT-MARKER';
 const systemUri = '/redfish/v1/Systems/system';
 
@@ -72,22 +72,7 @@ describe('an OS boots from virtual media on the emulated host', () => {
 
   test("Ironic's sequence through sushy: ForceOff, eject, insert, boot once from Cd, On → the ISO boots", async () => {
     const sushy = (operation: 'boot' | 'finish') =>
-      // biome-ignore lint/suspicious/noExplicitAny: the driver's JSON is inspected freely.
-      new Promise<Record<string, any>>((resolve, reject) => {
-        const child = execFile(
-          '/usr/bin/python3',
-          [sushyDriver, stack.server.url, 'system', operation, `${stack.images.origin}/ironic/boot.iso`],
-          {
-            env: { PATH: '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1', NO_PROXY: '127.0.0.1' },
-            timeout: 120_000,
-          },
-          (error, stdout, stderr) => {
-            if (error) reject(new Error(`sushy ${operation}: ${stdout}${stderr}`, { cause: error }));
-            else resolve(JSON.parse(stdout));
-          },
-        );
-        child.stdin!.end(`${adminPassword}\n`);
-      });
+      runSushy(stack.server.url, ['system', operation, `${stack.images.origin}/ironic/boot.iso`], 120_000);
 
     const offset = (await consoleLog()).length;
     const started = Date.now();
@@ -111,7 +96,7 @@ describe('an OS boots from virtual media on the emulated host', () => {
     assert.equal(booted.powered_on.power_state, 'On');
     const seconds = await markerAfter(offset, started);
     console.log(
-      `# Legacy (sushy, https:// ISO as USB CD-ROM): "${MARKER}" on the serial console ${seconds.toFixed(1)} s after ForceOff`,
+      `Legacy (sushy, https:// ISO as USB CD-ROM): "${MARKER}" on the serial console ${seconds.toFixed(1)} s after ForceOff`,
     );
     const firmware = await fs.readFile(path.join(stack.machineDir, 'firmware.log'), 'utf8');
     assert.match(firmware, /Booting from DVD\/CD/, 'SeaBIOS booted the CD-ROM');
@@ -126,21 +111,7 @@ describe('an OS boots from virtual media on the emulated host', () => {
   });
 
   test('Proxy: `vmedia mount` serves the ISO from a local file; redfishtool boots it once as a Usb stick', async () => {
-    const host = new URL(stack.server.url).host;
-    const redfishtool = async (...args: string[]) => {
-      const { stdout } = await run('redfishtool', [
-        '-r',
-        host,
-        '-u',
-        'admin',
-        '-p',
-        adminPassword,
-        '-S',
-        'Always',
-        ...args,
-      ]);
-      return stdout;
-    };
+    const redfishtool = redfishToolFor(stack.server.url);
     await fs.writeFile(path.join(dir, 'password'), `${adminPassword}\n`, { mode: 0o600 });
     await fs.writeFile(path.join(dir, 'ca.pem'), stack.server.ca);
     const file = path.join(dir, 'boot.iso');
@@ -191,7 +162,7 @@ describe('an OS boots from virtual media on the emulated host', () => {
     assert.equal(reset.status, 204);
     const seconds = await markerAfter(offset, restarted);
     console.log(
-      `# Proxy (vmedia mount → /nbd → USB stick): "${MARKER}" on the serial console ${seconds.toFixed(1)} s after ForceRestart`,
+      `Proxy (vmedia mount → /nbd → USB stick): "${MARKER}" on the serial console ${seconds.toFixed(1)} s after ForceRestart`,
     );
     const after = await system();
     assert.equal(after.Boot.BootSourceOverrideTarget, 'None', 'Once is spent');
