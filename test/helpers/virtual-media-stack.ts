@@ -141,7 +141,7 @@ export async function startVmStack(options: {
 }
 
 /** `vmedia machine` on the harness's bus and state directory, once it owns the host's D-Bus names. */
-async function startMachine(harness: ServiceHarness): Promise<ChildProcess> {
+export async function startMachine(harness: ServiceHarness): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
     [vmediaBin, 'machine', '--bus-address', harness.bus.address, '--state-dir', harness.stateDir],
