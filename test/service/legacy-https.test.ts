@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
+import { encodeCredentials } from '../../src/contract/credentials.ts';
+import { Errno, Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { withCredentialsPipe } from '../../src/dbus/credentials-pipe.ts';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
 import { processesExposing, type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
@@ -97,6 +98,56 @@ describe('Legacy HTTPS mount through D-Bus (nbdkit curl, emulated host)', () => 
       ['ca-bundle.pem'],
       'slot socket and pidfile removed',
     );
+    assert.ok(!harness.output().includes(PASSWORD));
+  });
+
+  // What other D-Bus clients hand over instead of a pipe: an unlinked 0600 file, written and not rewound
+  // (a memfd is a regular file to fstat and takes the same path), is read from its start; a directory or
+  // a device is refused at once with EINVAL and says why. The slot is Ready again after each.
+  test('the credentials fd may be a regular file; a directory or a device is EINVAL with a reason', async () => {
+    const url = `${server.origin}/images/disk.img`;
+    const file = path.join(dir, 'credentials');
+    const handle = await fs.open(file, 'w+', 0o600);
+    await fs.rm(file);
+    await handle.write(encodeCredentials(USER, PASSWORD));
+    try {
+      const since = harness.signals.length;
+      assert.deepEqual(
+        await harness.call(LEGACY, Interface.Legacy, 'Mount', 'sbh', [url, false, handle.fd]),
+        [true],
+      );
+      assert.equal(await harness.completion(LEGACY, since), 0, harness.output());
+      const unmounted = harness.signals.length;
+      assert.deepEqual(await harness.call(LEGACY, Interface.Legacy, 'Unmount'), [true]);
+      assert.equal(await harness.completion(LEGACY, unmounted), 0);
+    } finally {
+      await handle.close();
+    }
+
+    for (const [what, target, reason] of [
+      ['a directory', dir, /the credentials fd is a directory: pass a pipe, a socket or a file/],
+      ['a device', '/dev/null', /the credentials fd is a character device/],
+    ] as const) {
+      const opened = await fs.open(target, 'r');
+      try {
+        const since = harness.signals.length;
+        await harness.call(LEGACY, Interface.Legacy, 'Mount', 'sbh', [url, false, opened.fd]);
+        assert.equal(await harness.completion(LEGACY, since), Errno.EINVAL, what);
+        assert.match(harness.output(), reason, what);
+      } finally {
+        await opened.close();
+      }
+      assert.deepEqual(await harness.getAll(LEGACY, Interface.Process), {
+        Active: false,
+        ExitCode: Errno.EINVAL,
+      });
+      assert.equal(
+        (await harness.getAll(LEGACY, Interface.MountPoint)).ImageURL,
+        '',
+        `${what}: the slot is Ready`,
+      );
+    }
+    assert.doesNotMatch(harness.output(), /Unsupported fd type/);
     assert.ok(!harness.output().includes(PASSWORD));
   });
 });
