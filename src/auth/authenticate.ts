@@ -69,7 +69,7 @@ async function identify(request: FastifyRequest): Promise<Principal | undefined>
     const decoded = Buffer.from(credentials, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 0) return undefined;
-    const account = await accounts.verify(decoded.slice(0, colon), decoded.slice(colon + 1));
+    const account = await verifyLogin(request, decoded.slice(0, colon), decoded.slice(colon + 1));
     return (
       account && {
         username: account.username,
@@ -82,6 +82,15 @@ async function identify(request: FastifyRequest): Promise<Principal | undefined>
   const cookie = request.cookies[sessionCookie];
   if (cookie) return fromSession(accounts, sessions.use(cookie), 'cookie');
   return undefined;
+}
+
+/**
+ * The one password check of every login path — Basic credentials, POST Sessions and the web UI's
+ * /login — behind the per-address throttle, which refuses before any scrypt is spent.
+ */
+export function verifyLogin(request: FastifyRequest, username: string, password: string) {
+  const { accounts, loginThrottle } = request.server;
+  return loginThrottle.check(request.ip, () => accounts.verify(username, password));
 }
 
 /** The principal behind a live session presented the way it was issued (header token or cookie). */

@@ -5,6 +5,7 @@ import { errors, type RedfishError } from '../redfish/errors.ts';
 import { isRedfishPath } from '../redfish/paths.ts';
 import type { AccountStore } from './accounts.ts';
 import { authenticate, type Principal } from './authenticate.ts';
+import type { LoginThrottle } from './login-throttle.ts';
 import { type Privilege, type PrivilegeRequirement, satisfies } from './privileges.ts';
 import { safeEqual } from './secrets.ts';
 import type { SessionStore } from './sessions.ts';
@@ -13,6 +14,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     accounts: AccountStore;
     sessions: SessionStore;
+    loginThrottle: LoginThrottle;
   }
   interface FastifyContextConfig {
     /** The privileges a caller needs (see PrivilegeRequirement); checked before the body is read. */
@@ -65,10 +67,11 @@ export function xsrfSatisfied(request: FastifyRequest, principal: Principal): bo
  */
 async function authorization(
   app: FastifyInstance,
-  options: { accounts: AccountStore; sessions: SessionStore },
+  options: { accounts: AccountStore; sessions: SessionStore; loginThrottle: LoginThrottle },
 ) {
   app.decorate('accounts', options.accounts);
   app.decorate('sessions', options.sessions);
+  app.decorate('loginThrottle', options.loginThrottle);
   app.decorateRequest('principal', undefined);
   await app.register(fastifyCookie);
 

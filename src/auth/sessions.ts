@@ -1,3 +1,4 @@
+import { errors } from '../redfish/errors.ts';
 import { randomHex } from './secrets.ts';
 
 export type SessionKind = 'token' | 'cookie';
@@ -14,9 +15,20 @@ export interface Session {
   lastUsed: number;
 }
 
+/** How many sessions may live at once: per account, and in all. */
+export interface SessionLimits {
+  perAccount: number;
+  total: number;
+}
+
+export const defaultSessionLimits: SessionLimits = { perAccount: 16, total: 64 };
+
 /**
  * Live login sessions, in memory (a restart logs everyone out, like bmcweb without persistence).
  * A session expires after `timeout()` seconds without use; expired sessions are dropped when looked at.
+ * An account at its limit loses its longest-idle session to a new login (a user who closes tabs without
+ * logging out is not locked out); when all are taken, a login is refused with SessionLimitExceeded, so
+ * one account cannot push other users out.
  */
 export class SessionStore {
   private readonly byToken = new Map<string, Session>();
@@ -24,9 +36,18 @@ export class SessionStore {
   constructor(
     private readonly timeout: () => number,
     private readonly now: () => number = Date.now,
+    private readonly limits: SessionLimits = defaultSessionLimits,
   ) {}
 
   create(username: string, kind: SessionKind, clientAddress: string): Session {
+    const live = this.list();
+    const own = live.filter((session) => session.username === username);
+    if (own.length >= this.limits.perAccount) {
+      const idlest = own.reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
+      this.byToken.delete(idlest.token);
+    } else if (live.length >= this.limits.total) {
+      throw errors.sessionLimitExceeded();
+    }
     const now = this.now();
     const session: Session = {
       // Ids appear in URIs and logs; the token is the secret and is never derived from the id.

@@ -70,6 +70,12 @@ export const errors = {
   // 5xx: the service.
   internalError: () => one(500, 'InternalError', []),
   queryParameterUnsupported: (name: string) => one(501, 'QueryParameterUnsupported', [name]),
+  /** Too many failed logins from one address: the same message, with 429. */
+  tooManyRequests: (retryAfterSeconds: number) =>
+    one(429, 'ServiceTemporarilyUnavailable', [String(retryAfterSeconds)], {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    }),
+  sessionLimitExceeded: () => one(503, 'SessionLimitExceeded', []),
   serviceTemporarilyUnavailable: (retryAfterSeconds: number) =>
     one(503, 'ServiceTemporarilyUnavailable', [String(retryAfterSeconds)], {
       headers: { 'Retry-After': String(retryAfterSeconds) },

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import sessionServicePatch from '../../schemas/requests/SessionServicePatch.json' with { type: 'json' };
-import { clearSessionCookies, setSessionCookies } from '../auth/authenticate.ts';
+import { clearSessionCookies, setSessionCookies, verifyLogin } from '../auth/authenticate.ts';
 import { assertSelfOr, principalOf, unauthorized } from '../auth/plugin.ts';
 import type { Session } from '../auth/sessions.ts';
 import { sessionServiceUri, sessionsUri } from '../contract/redfish.ts';
@@ -109,7 +109,7 @@ export async function sessionServiceRoutes(app: FastifyInstance) {
         },
       },
       async (request, reply) => {
-        const account = await app.accounts.verify(request.body.UserName, request.body.Password);
+        const account = await verifyLogin(request, request.body.UserName, request.body.Password);
         if (!account) throw unauthorized(request);
         // bmcweb's rule: a script in a browser (webui-vue sends X-Requested-With) gets a cookie session,
         // whose XSRF token it can also offer to the /nbd WebSocket; any other client gets a token.

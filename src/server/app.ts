@@ -1,9 +1,10 @@
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { AccountStore } from '../auth/accounts.ts';
+import { LoginThrottle, type LoginThrottlePolicy } from '../auth/login-throttle.ts';
 import { authorizationPlugin } from '../auth/plugin.ts';
 import { provisionAdmin } from '../auth/provision.ts';
-import { SessionStore } from '../auth/sessions.ts';
+import { type SessionLimits, SessionStore } from '../auth/sessions.ts';
 import { nbdBridgePlugin } from '../bridge/plugin.ts';
 import { statePaths } from '../config/environment.ts';
 import { absentHost, type HostControl } from '../dbus/host-control-client.ts';
@@ -40,6 +41,10 @@ export interface ServerOptions {
   virtualMedia?: VirtualMediaClient;
   /** The host's power and boot override over D-Bus; without it Systems/system shows neither. */
   hostControl?: HostControl;
+  /** Failed logins allowed per client address before 429, and password checks at once (defaults: 10/60 s, 4). */
+  loginThrottle?: LoginThrottlePolicy;
+  /** Sessions per account and in all (defaults: 16 and 64). */
+  sessionLimits?: SessionLimits;
   /** Plain http:// images allowed (VMEDIA_ALLOW_HTTP); off unless the integrator says so. */
   allowHttp?: boolean;
 }
@@ -78,7 +83,8 @@ export async function prepareServerState(
  */
 export async function buildServer(options: ServerOptions, state: ServerState): Promise<FastifyInstance> {
   const { tls, accounts, uuid } = state;
-  const sessions = new SessionStore(() => accounts.sessionTimeout);
+  const sessions = new SessionStore(() => accounts.sessionTimeout, Date.now, options.sessionLimits);
+  const loginThrottle = new LoginThrottle(options.loginThrottle);
 
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger('server'),
@@ -98,7 +104,7 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
   await app.register(fastifySwagger, openapiOptions);
   await app.register(redfishSchemasPlugin);
   await app.register(redfishProtocolPlugin);
-  await app.register(authorizationPlugin, { accounts, sessions });
+  await app.register(authorizationPlugin, { accounts, sessions, loginThrottle });
 
   await app.register(serviceRootRoutes, { uuid });
   await app.register(sessionServiceRoutes);

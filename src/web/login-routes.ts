@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { clearSessionCookies, setSessionCookies } from '../auth/authenticate.ts';
+import { clearSessionCookies, setSessionCookies, verifyLogin } from '../auth/authenticate.ts';
 import { principalOf, unauthorized } from '../auth/plugin.ts';
 import { errors } from '../redfish/errors.ts';
 
@@ -41,7 +41,7 @@ export async function webLoginRoutes(app: FastifyInstance) {
     async (request, reply) => {
       const [username, password] =
         'data' in request.body ? request.body.data : [request.body.username, request.body.password];
-      const account = await app.accounts.verify(username, password);
+      const account = await verifyLogin(request, username, password);
       if (!account) throw unauthorized(request);
       const session = app.sessions.create(account.username, 'cookie', request.ip);
       request.log.info({ user: account.username, session: session.id }, 'web session created');

@@ -28,6 +28,8 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** admin's Basic credentials unless given. */
   auth?: Credentials;
+  /** The client's source address (any of 127.0.0.0/8 reaches the server): another client to the server. */
+  localAddress?: string;
 }
 
 export interface TestServer {
@@ -80,21 +82,26 @@ export async function startTestServer(overrides: Partial<ServerOptions> = {}): P
       headers['Content-Type'] ??= 'application/json';
     }
     const response = await new Promise<Response>((resolve, reject) => {
-      const req = https.request(new URL(uri, url), { method, headers, agent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const isJson = /^application\/json/.test(String(res.headers['content-type'] ?? ''));
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            text,
-            json: isJson && text ? JSON.parse(text) : undefined,
+      const { localAddress } = requestOptions;
+      const req = https.request(
+        new URL(uri, url),
+        { method, headers, agent, ...(localAddress ? { localAddress } : {}) },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const isJson = /^application\/json/.test(String(res.headers['content-type'] ?? ''));
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              text,
+              json: isJson && text ? JSON.parse(text) : undefined,
+            });
           });
-        });
-        res.on('error', reject);
-      });
+          res.on('error', reject);
+        },
+      );
       req.on('error', reject);
       req.end(payload);
     });
