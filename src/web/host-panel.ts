@@ -36,7 +36,7 @@ export class HostPanel {
   constructor(private readonly context: CardContext) {
     this.element = h(
       'article',
-      { className: 'slot host', 'aria-labelledby': 'host-title', hidden: true },
+      { className: 'host', 'aria-labelledby': 'host-title', hidden: true },
       h('header', {}, h('h2', { id: 'host-title' }, 'Host'), this.power),
       h('dl', { className: 'facts' }, h('dt', {}, 'Next boot'), this.nextBoot),
       h(
