@@ -136,3 +136,37 @@ test('vmedia start --machine none leaves the host services to someone else', asy
     await fs.rm(stateDir, { recursive: true, force: true });
   }
 });
+
+test('Ctrl-C in a terminal (SIGINT to the whole process group) is an orderly stop, reported as none', async () => {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-group-'));
+  // Its own process group, as a shell gives a foreground job; the terminal's Ctrl-C signals all of it.
+  const child = spawn(process.execPath, [vmedia, 'start'], {
+    env: {
+      ...process.env,
+      VMEDIA_STATE_DIR: stateDir,
+      VMEDIA_PORT: '0',
+      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  try {
+    await readyUrl(child);
+    process.kill(-child.pid!, 'SIGINT');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
+    assert.doesNotMatch(stderr, /died|restarting/);
+    await waitFor(async () => (await processesMentioning(stateDir)).length === 0, {
+      what: 'every child to be gone',
+      timeoutMs: 10_000,
+    });
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
+    await fs.rm(stateDir, { recursive: true, force: true });
+  }
+});

@@ -58,6 +58,9 @@ export async function run(argv: string[]): Promise<void> {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    // Ctrl-C in a terminal signals the whole process group: the children may exit before their turn
+    // below, and that is no death to report or restart.
+    for (const child of [server, machine, service]) child?.expectExit();
     await server.stop();
     await machine?.stop();
     await service.stop();
@@ -116,6 +119,11 @@ class Supervised {
       }, RESTART_DELAY_MS);
     });
     return ready;
+  }
+
+  /** From now on an exit is the end asked for: not reported, not restarted. */
+  expectExit(): void {
+    this.stopRequested = true;
   }
 
   async stop(): Promise<void> {
