@@ -170,3 +170,55 @@ test('Ctrl-C in a terminal (SIGINT to the whole process group) is an orderly sto
     await fs.rm(stateDir, { recursive: true, force: true });
   }
 });
+
+test('a child that keeps dying is restarted with a growing delay', async () => {
+  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-backoff-'));
+  const child = spawn(process.execPath, [vmedia, 'start', '--machine', 'none'], {
+    env: {
+      ...process.env,
+      VMEDIA_STATE_DIR: stateDir,
+      VMEDIA_PORT: '0',
+      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  try {
+    await readyUrl(child);
+    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
+    const bus = dbus.sessionBus({ busAddress: address });
+    try {
+      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
+      const control = daemon.getInterface('org.freedesktop.DBus');
+      const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
+      let previous = 0;
+      for (const expected of ['1', '2']) {
+        const pid = await waitFor(
+          async () => {
+            const current = await servicePid().catch(() => 0);
+            return current !== previous && current;
+          },
+          { what: 'the service to be (re)started', timeoutMs: 30_000, intervalMs: 50 },
+        );
+        process.kill(pid, 'SIGKILL');
+        previous = pid;
+        await waitFor(() => stderr.includes(`service died (SIGKILL); restarting in ${expected} s`), {
+          what: `a restart in ${expected} s`,
+          timeoutMs: 10_000,
+        });
+      }
+    } finally {
+      bus.disconnect();
+    }
+    child.kill('SIGINT');
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
+    await fs.rm(stateDir, { recursive: true, force: true });
+  }
+});

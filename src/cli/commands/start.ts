@@ -8,7 +8,16 @@ import { type PrivateBus, startPrivateBus } from '../../dbus/private-bus.ts';
 
 // The children run the same program this process was started as: bin/vmedia.js, or dist/vmedia.mjs.
 const vmediaBin = process.argv[1]!;
+/** A child that dies is restarted after 1 s, then 2, 4 … up to 30 s while it keeps dying. */
 const RESTART_DELAY_MS = 1000;
+const MAX_RESTART_DELAY_MS = 30_000;
+/** Up this long, a child counts as healthy again: its next death is restarted after 1 s. */
+const HEALTHY_AFTER_MS = 60_000;
+
+/** The wait before restarting a child that died `deaths` times in a row (1, 2, …). */
+function restartDelay(deaths: number): number {
+  return Math.min(MAX_RESTART_DELAY_MS, RESTART_DELAY_MS * 2 ** Math.max(0, deaths - 1));
+}
 const QEMU = 'qemu-system-x86_64';
 
 /**
@@ -87,6 +96,8 @@ export async function run(argv: string[]): Promise<void> {
 class Supervised {
   private child: ChildProcess | undefined;
   private stopRequested = false;
+  /** Deaths in a row, each within HEALTHY_AFTER_MS of its start. */
+  private deaths = 0;
   private resolveStopped!: () => void;
   readonly stopped = new Promise<void>((resolve) => {
     this.resolveStopped = resolve;
@@ -103,6 +114,7 @@ class Supervised {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     this.child = child;
+    const startedAt = Date.now();
     const ready = new Promise<string>((resolve, reject) => {
       const lines = createInterface({ input: child.stdout! });
       lines.on('line', (line) => {
@@ -113,10 +125,14 @@ class Supervised {
     });
     child.once('exit', (code, signal) => {
       if (this.stopRequested) return this.resolveStopped();
-      process.stderr.write(`vmedia: ${this.command} died (${signal ?? code}); restarting\n`);
+      this.deaths = Date.now() - startedAt >= HEALTHY_AFTER_MS ? 1 : this.deaths + 1;
+      const delay = restartDelay(this.deaths);
+      process.stderr.write(
+        `vmedia: ${this.command} died (${signal ?? code}); restarting in ${delay / 1000} s\n`,
+      );
       setTimeout(() => {
         if (!this.stopRequested) this.start().catch(() => undefined);
-      }, RESTART_DELAY_MS);
+      }, delay);
     });
     return ready;
   }
