@@ -22,6 +22,7 @@ import { systemRoutes } from '../resources/systems.ts';
 import { TaskStore, tasksPlugin } from '../resources/tasks.ts';
 import { virtualMediaRoutes } from '../resources/virtual-media.ts';
 import { loadTlsMaterial, type TlsFiles, type TlsMaterial } from '../tls/certificate.ts';
+import { tlsPolicy } from '../tls/policy.ts';
 import { webLoginRoutes } from '../web/login-routes.ts';
 import { webUiPlugin } from '../web/plugin.ts';
 import { answerClientError } from './client-errors.ts';
@@ -88,7 +89,7 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
 
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger('server'),
-    https: { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' },
+    https: { cert: tls.cert, key: tls.key, ...tlsPolicy },
     bodyLimit,
     routerOptions: { ignoreTrailingSlash: true },
     // Body validation reports every problem and never quietly fixes a request (no coercion, no stripping).

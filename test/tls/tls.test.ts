@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -6,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import { generateSelfSigned } from '../../src/tls/certificate.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -16,6 +18,7 @@ before(async () => {
 after(() => server.close());
 
 const port = () => Number(new URL(server.url).port);
+const run = promisify(execFile);
 
 test('the generated certificate is ECDSA P-256, self-signed, for localhost, 127.0.0.1 and ::1', async () => {
   const certificate = new X509Certificate(server.ca);
@@ -56,6 +59,46 @@ test('TLS 1.2 and 1.3 are accepted; TLS 1.1 is refused', async () => {
   assert.equal(await connect('TLSv1.2'), 'TLSv1.2');
   assert.equal(await connect('TLSv1.3'), 'TLSv1.3');
   await assert.rejects(connect('TLSv1.1'));
+});
+
+/** Whether `openssl s_client` completes a handshake offering only `cipher` (TLS 1.2) or `suite` (1.3). */
+function handshakes(args: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile(
+      'openssl',
+      ['s_client', '-connect', `127.0.0.1:${port()}`, '-servername', 'localhost', ...args],
+      { timeout: 10_000 },
+      (error, stdout) =>
+        resolve(!error && /(?:Cipher is |Cipher\s*:\s*)(?!0000|\(NONE\))[A-Z0-9_-]+/.test(stdout)),
+    ).stdin!.end('');
+  });
+}
+
+test('openssl s_client: TLS 1.2 offers only forward-secret AEAD suites; TLS 1.3 works; 1.1 and CBC do not', async () => {
+  const { stdout } = await run('openssl', ['ciphers', '-tls1_2', 'ALL:COMPLEMENTOFALL:@SECLEVEL=0']);
+  const tls12 = stdout
+    .trim()
+    .split(':')
+    .filter((name) => !name.startsWith('TLS_'));
+  assert.ok(tls12.length > 50, `openssl knows ${tls12.length} TLS 1.2 suites`);
+  const accepted: string[] = [];
+  for (let i = 0; i < tls12.length; i += 16) {
+    const batch = tls12.slice(i, i + 16);
+    const results = await Promise.all(
+      batch.map((cipher) => handshakes(['-tls1_2', '-cipher', `${cipher}:@SECLEVEL=0`])),
+    );
+    accepted.push(...batch.filter((_, index) => results[index]));
+  }
+  // The certificate is ECDSA: of the ECDHE suites, the ECDSA ones are those a client can get.
+  assert.deepEqual(accepted.sort(), [
+    'ECDHE-ECDSA-AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-ECDSA-CHACHA20-POLY1305',
+  ]);
+  for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256']) {
+    assert.equal(await handshakes(['-tls1_3', '-ciphersuites', suite]), true, suite);
+  }
+  assert.equal(await handshakes(['-tls1_1', '-cipher', 'ALL:@SECLEVEL=0']), false, 'TLS 1.1');
 });
 
 test('plain HTTP on the port gets no HTTP answer', async () => {
