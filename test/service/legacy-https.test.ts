@@ -12,6 +12,7 @@ import { withCredentialsPipe } from '../../src/dbus/credentials-pipe.ts';
 import { type ImageServer, startImageServer } from '../helpers/https-image-server.ts';
 import { processesExposing, type ServiceHarness, startServiceHarness } from '../helpers/service-harness.ts';
 import { createTestCertificates, type TestCertificates } from '../helpers/test-ca.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const PASSWORD = 'pw-7f3a9c1e-never-leak';
@@ -133,7 +134,11 @@ describe('Legacy HTTPS mount through D-Bus (nbdkit curl, emulated host)', () => 
         const since = harness.signals.length;
         await harness.call(LEGACY, Interface.Legacy, 'Mount', 'sbh', [url, false, opened.fd]);
         assert.equal(await harness.completion(LEGACY, since), Errno.EINVAL, what);
-        assert.match(harness.output(), reason, what);
+        // The log line comes through the service's stdout, which may lag behind the D-Bus signal.
+        await waitFor(() => reason.test(harness.output()), {
+          what: `the log to say why (${what})`,
+          timeoutMs: 5000,
+        });
       } finally {
         await opened.close();
       }
