@@ -39,7 +39,15 @@ export async function startImageServer(options: ImageServerOptions): Promise<Ima
   const server = https.createServer(
     { key: options.certificates.key, cert: options.certificates.cert },
     (req, res) => {
-      const path = new URL(req.url ?? '/', 'https://image.test').pathname;
+      // The path as sent (`//x` is a path here, not a host): a target no URL parser takes is a 400, as a
+      // real web server answers it.
+      let path: string;
+      try {
+        path = new URL(`https://image.test${req.url ?? '/'}`).pathname;
+      } catch {
+        res.writeHead(400).end();
+        return;
+      }
       const authorized = expectedAuth === undefined || req.headers.authorization === expectedAuth;
       const request = { method: req.method ?? '', path, range: req.headers.range, authorized };
       requests.push(request);
