@@ -131,7 +131,7 @@ test('the NBD server against a hostile client: it settles, reads nothing out of 
       await within(drained, 'the reply stream');
       assert.deepEqual(device.outOfRange, []);
     }),
-    { numRuns: RUNS },
+    { numRuns: RUNS, includeErrorInReport: true },
   );
   console.log(`${RUNS} hostile peers, none crashed or hung the other side`);
 });
@@ -228,7 +228,7 @@ test('the NBD client against a hostile server: connect and reads settle with dat
         assert.ok(outcome === 'attached' || outcome === 'refused');
       },
     ),
-    { numRuns: RUNS },
+    { numRuns: RUNS, includeErrorInReport: true },
   );
   console.log(`${RUNS} hostile peers, none crashed or hung the other side`);
 });

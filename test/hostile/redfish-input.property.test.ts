@@ -7,6 +7,11 @@ import { outcomeOf, startVmStack, type VmStack } from '../helpers/virtual-media-
 import { waitFor } from '../helpers/wait.ts';
 
 const RUNS = Number(process.env.VMEDIA_PROPERTY_RUNS ?? 60);
+/** VMEDIA_PROPERTY_SEED and VMEDIA_PROPERTY_PATH replay a failure fast-check reported. */
+const replay = {
+  ...(process.env.VMEDIA_PROPERTY_SEED ? { seed: Number(process.env.VMEDIA_PROPERTY_SEED) } : {}),
+  ...(process.env.VMEDIA_PROPERTY_PATH ? { path: process.env.VMEDIA_PROPERTY_PATH } : {}),
+};
 const collectionUri = '/redfish/v1/Managers/bmc/VirtualMedia';
 const insertUri = `${collectionUri}/Slot_2/Actions/VirtualMedia.InsertMedia`;
 
@@ -100,8 +105,13 @@ describe('hostile Redfish input against the real server and service', () => {
     await stack?.stop();
   });
 
+  // 503 is the service saying "not now" (with Retry-After); 501 is what DSP0266 asks for a `$` query
+  // parameter the service does not implement. Any other 5xx is a failure of ours.
   const assertNoServerError = (status: number, what: string, text: string) =>
-    assert.ok(status < 500 || status === 503, `${what} answered ${status}: ${text.slice(0, 300)}`);
+    assert.ok(
+      status < 500 || status === 503 || (status === 501 && text.includes('QueryParameterUnsupported')),
+      `${what} answered ${status}: ${text.slice(0, 300)}`,
+    );
 
   const slotReady = (slotId: string) =>
     waitFor(() => stack.client.slot(slotId)?.active === false && stack.client.slot(slotId)?.imageUrl === '', {
@@ -131,7 +141,7 @@ describe('hostile Redfish input against the real server and service', () => {
         }
         await slotReady('Slot_2');
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, verbose: 1, includeErrorInReport: true, ...replay },
     );
     console.log(`${cases} image URLs, every answer 2xx or 4xx, Slot_2 Ready after each`);
   });
@@ -159,7 +169,7 @@ describe('hostile Redfish input against the real server and service', () => {
           }
           await slotReady('Slot_3');
         }),
-        { numRuns: RUNS },
+        { numRuns: RUNS, verbose: 1, includeErrorInReport: true, ...replay },
       );
       const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
       assert.equal(await daemon.getInterface('org.freedesktop.DBus').NameHasOwner(SERVICE_NAME), true);
@@ -226,7 +236,7 @@ describe('hostile Redfish input against the real server and service', () => {
           }
         },
       ),
-      { numRuns: RUNS * 3 },
+      { numRuns: RUNS * 3, verbose: 1, includeErrorInReport: true, ...replay },
     );
   });
 });
