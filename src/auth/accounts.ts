@@ -36,6 +36,8 @@ interface AccountsFile {
   /** SessionService.SessionTimeout in seconds: kept here so one file holds every auth setting. */
   sessionTimeout: number;
   accounts: StoredAccount[];
+  /** Failed-login counters and lockouts by user name, so that a restart does not unlock an account. */
+  lockouts?: Record<string, FailureRecord>;
 }
 
 interface FailureRecord {
@@ -56,11 +58,12 @@ export const defaultSessionTimeout = 1800;
 
 /**
  * Local accounts in `<state>/accounts.json` (mode 0600, replaced atomically), with scrypt hashes.
- * Lockout counters live in memory only: a restart unlocks, as with pam_faillock's default tmpfs.
+ * Lockout counters are kept in the same file (`lockouts`), so restarting the server is no way around a
+ * lockout: each failed login and each reset of a counter is written before the login is answered.
  * Callers validate requests (password policy, role names); the store keeps the data consistent.
  */
 export class AccountStore {
-  private readonly failures = new Map<string, FailureRecord>();
+  private readonly failures: Map<string, FailureRecord>;
   /** Serialises writes so two requests never interleave read-modify-write of the file. */
   private writing: Promise<void> = Promise.resolve();
 
@@ -68,7 +71,9 @@ export class AccountStore {
     private readonly file: string,
     private data: AccountsFile,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.failures = new Map(Object.entries(data.lockouts ?? {}));
+  }
 
   /** Opens the store; the file must exist (see `provisionAdmin`). */
   static async open(file: string, now: () => number = Date.now): Promise<AccountStore> {
@@ -141,14 +146,14 @@ export class AccountStore {
       if (passwordHash !== undefined) stored.passwordHash = passwordHash;
       if (changes.username !== undefined) stored.username = changes.username;
     });
-    if (changes.locked === false || changes.username !== undefined) this.failures.delete(username);
+    if (changes.locked === false || changes.username !== undefined) await this.forgetFailures(username);
   }
 
   async remove(username: string) {
     await this.change((data) => {
       data.accounts = data.accounts.filter((a) => a.username !== username);
     });
-    this.failures.delete(username);
+    await this.forgetFailures(username);
   }
 
   async setPolicy(changes: Partial<AccountPolicy>) {
@@ -173,14 +178,25 @@ export class AccountStore {
     if (!stored) return undefined;
     if (this.isLocked(username)) return undefined;
     if (!matches) {
-      this.recordFailure(username);
+      await this.recordFailure(username);
       return undefined;
     }
-    this.failures.delete(username);
+    await this.forgetFailures(username);
     return stored.enabled ? this.view(stored) : undefined;
   }
 
-  private recordFailure(username: string) {
+  private async forgetFailures(username: string) {
+    if (this.failures.delete(username)) await this.saveFailures();
+  }
+
+  /** Writes the counters as they are when the write runs (writes are serialised by `change`). */
+  private saveFailures(): Promise<void> {
+    return this.change((data) => {
+      data.lockouts = Object.fromEntries(this.failures);
+    });
+  }
+
+  private async recordFailure(username: string) {
     const { lockoutThreshold, lockoutDuration, lockoutCounterResetAfter } = this.data.policy;
     const now = this.now();
     const previous = this.failures.get(username);
@@ -192,6 +208,7 @@ export class AccountStore {
       lastFailure: now,
       lockedUntil: locks ? now + lockoutDuration * 1000 : 0,
     });
+    await this.saveFailures();
   }
 
   private isLocked(username: string): boolean {

@@ -288,4 +288,36 @@ describe('lockout', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  test('a lockout and a running failure count survive a restart of the server', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'vmedia-accounts-'));
+    try {
+      const file = path.join(dir, 'accounts.json');
+      await AccountStore.create(file, { username: 'admin', password: 'admin-password' });
+      let now = 1_000_000;
+      const first = await AccountStore.open(file, () => now);
+      await first.setPolicy({ lockoutThreshold: 2, lockoutDuration: 300, lockoutCounterResetAfter: 60 });
+      await first.create({
+        username: 'counting',
+        password: 'counting-password',
+        roleId: 'ReadOnly',
+        enabled: true,
+      });
+      assert.equal(await first.verify('admin', 'bad'), undefined);
+      assert.equal(await first.verify('admin', 'bad'), undefined);
+      assert.equal(await first.verify('counting', 'bad'), undefined);
+
+      const second = await AccountStore.open(file, () => now);
+      assert.equal(second.get('admin')?.locked, true, 'still locked after the restart');
+      assert.equal(await second.verify('admin', 'admin-password'), undefined);
+      assert.equal(await second.verify('counting', 'bad'), undefined, 'the second failure in the window');
+      assert.equal(second.get('counting')?.locked, true, 'the count went on where it was');
+      now += 301_000;
+      assert.ok(await second.verify('admin', 'admin-password'), 'the lock lifts on time');
+      const text = await readFile(file, 'utf8');
+      assert.ok(!text.includes('admin-password') && !text.includes('"bad"'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
