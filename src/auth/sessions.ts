@@ -32,6 +32,7 @@ export const defaultSessionLimits: SessionLimits = { perAccount: 16, total: 64 }
  */
 export class SessionStore {
   private readonly byToken = new Map<string, Session>();
+  private readonly endedListeners = new Set<(session: Session) => void>();
 
   constructor(
     private readonly timeout: () => number,
@@ -89,7 +90,18 @@ export class SessionStore {
 
   delete(id: string): boolean {
     const session = this.get(id);
-    return session !== undefined && this.byToken.delete(session.token);
+    if (!session || !this.byToken.delete(session.token)) return false;
+    this.ended(session);
+    return true;
+  }
+
+  /**
+   * Called when a session is ended on purpose — logout, DELETE, or its account changed or removed — but
+   * not when it idles out, which is noticed only when it is next looked at. Answers the unsubscribe.
+   */
+  onEnded(listener: (session: Session) => void): () => void {
+    this.endedListeners.add(listener);
+    return () => this.endedListeners.delete(listener);
   }
 
   /**
@@ -98,8 +110,15 @@ export class SessionStore {
    */
   deleteUser(username: string, keep?: string) {
     for (const session of this.byToken.values()) {
-      if (session.username === username && session.id !== keep) this.byToken.delete(session.token);
+      if (session.username === username && session.id !== keep) {
+        this.byToken.delete(session.token);
+        this.ended(session);
+      }
     }
+  }
+
+  private ended(session: Session): void {
+    for (const listener of this.endedListeners) listener(session);
   }
 
   private expired(session: Session): boolean {

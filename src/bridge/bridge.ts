@@ -58,10 +58,20 @@ export class NbdBridge {
     return this.sessions.get(slotId)?.relay.stats();
   }
 
-  /** Starts a session relaying `ws` for `slot`; the caller has checked that the slot is free. */
-  open(slot: SlotState, ws: WebSocket): void {
+  /**
+   * Starts a session relaying `ws` for `slot`; the caller has checked that the slot is free.
+   * `loginSession` is the id of the login session that opened it, when it came with one.
+   */
+  open(slot: SlotState, ws: WebSocket, loginSession?: string): void {
     if (this.sessions.has(slot.slotId)) throw new Error(`slot ${slot.slotId} already has a session`);
-    const session = new BridgeSession(slot, ws, this.options.client, this.limits, this.options.log);
+    const session = new BridgeSession(
+      slot,
+      ws,
+      this.options.client,
+      this.limits,
+      this.options.log,
+      loginSession,
+    );
     this.sessions.set(slot.slotId, session);
     void session.done.then(() => this.sessions.delete(slot.slotId));
   }
@@ -79,6 +89,17 @@ export class NbdBridge {
     return true;
   }
 
+  /** Ends every bridge session a login session opened (it was logged out): the peer gets 1008. */
+  async closeSessionsOf(loginSession: string, reason: string): Promise<void> {
+    const owned = [...this.sessions.values()].filter((session) => session.loginSession === loginSession);
+    await Promise.all(
+      owned.map(async (session) => {
+        await session.eject(reason, CloseCode.PolicyViolation);
+        await session.done;
+      }),
+    );
+  }
+
   async closeAll(reason: string): Promise<void> {
     this.stopListening();
     await Promise.all([...this.sessions.keys()].map((slotId) => this.closeSession(slotId, reason)));
@@ -93,8 +114,9 @@ class BridgeSession {
   private readonly socketPath: string;
   private server: net.Server | undefined;
   private attached = false;
-  /** Why the session is being ejected, once `eject` was called. */
+  /** Why the session is being ejected, once `eject` was called, and the close code the peer gets. */
   private ejectReason: string | undefined;
+  private ejectCode: number = CloseCode.Normal;
   /** The errno of the mount's Completion once it came. */
   private completion: number | undefined;
   private completionArrived: (() => void) | undefined;
@@ -105,6 +127,7 @@ class BridgeSession {
     private readonly client: VirtualMediaClient,
     limits: RelayLimits,
     log: BridgeLog,
+    readonly loginSession?: string,
   ) {
     this.log = log.child({ slotId: slot.slotId });
     this.socketPath = slot.socket;
@@ -116,15 +139,16 @@ class BridgeSession {
    * Ends the session in order: the service unmounts first and leaves the socket, so the medium goes
    * away cleanly (Completion(0)) rather than as a lost connection (EIO); then the peer gets 1000.
    */
-  async eject(reason: string): Promise<void> {
+  async eject(reason: string, code: number = CloseCode.Normal): Promise<void> {
     this.ejectReason = reason;
+    this.ejectCode = code;
     const unmounted = this.attached
       ? await this.client.proxyUnmount(this.slot.slotId).then(
           () => true,
           () => false,
         )
       : false;
-    if (!unmounted) this.relay.close(CloseCode.Normal, reason);
+    if (!unmounted) this.relay.close(code, reason);
   }
 
   completed(errno: number): void {
@@ -184,7 +208,7 @@ class BridgeSession {
 
   /** The host side went away: tell the WebSocket peer why, waiting briefly for the mount's verdict. */
   private async closeAfterHostLeft(): Promise<void> {
-    if (this.ejectReason !== undefined) return this.relay.close(CloseCode.Normal, this.ejectReason);
+    if (this.ejectReason !== undefined) return this.relay.close(this.ejectCode, this.ejectReason);
     if (this.completion === undefined) {
       const arrived = new Promise<void>((resolve) => {
         this.completionArrived = resolve;

@@ -73,6 +73,12 @@ async function bridgePlugin(app: FastifyInstance, options: BridgePluginOptions) 
   });
   app.decorate('nbdBridge', bridge);
   app.addHook('onClose', () => bridge.closeAll('the server is shutting down'));
+  // Authorization is checked at the upgrade; afterwards a logout, a DELETE of the session or a change of
+  // its account ends the relay it opened. Idle expiry does not: the stream is the session's use.
+  const unsubscribe = app.sessions.onEnded((session) => {
+    void bridge.closeSessionsOf(session.id, 'the login session ended');
+  });
+  app.addHook('onClose', () => unsubscribe());
 
   /** Raw upgrade requests of cookie sessions → the subprotocol to answer with (their XSRF token). */
   const subprotocols = new WeakMap<IncomingMessage, string>();
@@ -119,7 +125,7 @@ async function bridgePlugin(app: FastifyInstance, options: BridgePluginOptions) 
           socket.close(CloseCode.PolicyViolation, 'the slot is in use');
           return;
         }
-        bridge.open(slot, socket);
+        bridge.open(slot, socket, principalOf(request).session?.id);
       },
     });
   });

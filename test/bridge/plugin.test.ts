@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { serveNbd } from '../../src/nbd/server/serve.ts';
 import { NodeWebSocketConnection as WebSocketConnection } from '../../src/transport/node-websocket-connection.ts';
 import { MemoryBlockDevice } from '../helpers/nbd-memory.ts';
@@ -202,6 +203,24 @@ describe('the /nbd bridge on the real server and service', () => {
     assert.equal((await closing).code, 1000);
     await slotFreed(stack, 'Slot_0');
     assert.equal(await stack.server.app.nbdBridge.closeSession('Slot_0', 'ejected'), false);
+  });
+
+  test('ending the login session (DELETE, logout) ends the relay it opened with 1008; others stay', async () => {
+    const login = await stack.server.login('admin', adminPassword);
+    const { ws } = await mountMemory(randomBytes(64 * 1024), { 'X-Auth-Token': login.token });
+    const closing = closeOf(ws);
+    // Another login session of the same user ending leaves this relay alone.
+    const other = await stack.server.login('admin', adminPassword);
+    assert.equal((await stack.server.request('DELETE', other.location)).status, 204);
+    await sleep(200);
+    assert.equal(ws.readyState, ws.OPEN, 'a different session ended');
+
+    assert.equal((await stack.server.request('DELETE', login.location)).status, 204);
+    // The medium is unmounted first (NBD_CMD_DISC), so a peer that ends its NBD session on DISC may close
+    // first, with 1000; one still there gets 1008 with the reason.
+    const closed = await closing;
+    if (closed.code !== 1000) assert.deepEqual(closed, { code: 1008, reason: 'the login session ended' });
+    await slotFreed(stack, 'Slot_0');
   });
 
   test('EjectMedia through Redfish ends the session', async () => {

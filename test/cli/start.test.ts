@@ -51,96 +51,32 @@ function readyUrl(child: ChildProcess): Promise<string> {
   });
 }
 
-/** `vmedia start [args]` on its own state directory and an ephemeral port. */
-function launch(stateDir: string, ...args: string[]): ChildProcess {
-  return spawn(process.execPath, [vmedia, 'start', ...args], {
-    env: {
-      ...process.env,
-      VMEDIA_STATE_DIR: stateDir,
-      VMEDIA_PORT: '0',
-      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+type BusControl = ReturnType<dbus.ProxyObject['getInterface']>;
+
+interface Launched {
+  child: ChildProcess;
+  stateDir: string;
+  url: string;
+  /** What the launcher wrote on stderr so far (also passed through). */
+  stderr(): string;
+  /** Runs `use` with org.freedesktop.DBus on the launcher's private bus. */
+  onBus<T>(use: (control: BusControl) => Promise<T>): Promise<T>;
+  /** SIGINT to the launcher (or to its whole process group), and its exit code. */
+  interrupt(group?: boolean): Promise<number | null>;
 }
 
-test('vmedia start runs bus, service and server, restarts a dead service and stops cleanly', async () => {
+/**
+ * `vmedia start [args]` on its own state directory and an ephemeral port, ready; whatever happens,
+ * nothing of it is left running or on disk afterwards. `detached` gives it its own process group, as a
+ * shell gives a foreground job.
+ */
+async function withLauncher(
+  args: string[],
+  use: (launched: Launched) => Promise<void>,
+  { detached = false } = {},
+) {
   const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-'));
-  const child = launch(stateDir);
-  try {
-    const url = await readyUrl(child);
-    assert.match(url, /^https:\/\/127\.0\.0\.1:\d+/);
-    // The launcher is under test here, not the certificate: the server's own tests check TLS trust.
-    const root = await getJson(new URL('/redfish/v1/', url));
-    assert.equal(root.status, 200);
-    assert.match(String(root.body['@odata.id']), /^\/redfish\/v1\/?$/);
-
-    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
-    const bus = dbus.sessionBus({ busAddress: address });
-    try {
-      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
-      const control = daemon.getInterface('org.freedesktop.DBus');
-      // QEMU is installed here, so `--machine auto` runs the emulated host beside the service.
-      for (const name of Object.values(HostService))
-        assert.equal(await control.NameHasOwner(name), true, name);
-      const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
-      const first = await servicePid();
-      process.kill(first, 'SIGKILL');
-      const second = await waitFor(
-        async () => {
-          const pid = await servicePid();
-          return pid !== first && pid;
-        },
-        { what: 'the service to be restarted', timeoutMs: 30_000, intervalMs: 100 },
-      );
-      assert.notEqual(second, first);
-    } finally {
-      bus.disconnect();
-    }
-
-    child.kill('SIGINT');
-    const [code] = await once(child, 'exit');
-    assert.equal(code, 0);
-    assert.deepEqual(await processesMentioning(stateDir), []);
-    await assert.rejects(fs.access(path.join(stateDir, 'dbus-address')));
-    const leftovers = await fs.readdir(path.join(stateDir, 'run'));
-    assert.deepEqual(leftovers, []);
-  } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
-    await fs.rm(stateDir, { recursive: true, force: true });
-  }
-});
-
-test('vmedia start --machine none leaves the host services to someone else', async () => {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-none-'));
-  const child = launch(stateDir, '--machine', 'none');
-  try {
-    await readyUrl(child);
-    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
-    const bus = dbus.sessionBus({ busAddress: address });
-    try {
-      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
-      const control = daemon.getInterface('org.freedesktop.DBus');
-      assert.equal(await control.NameHasOwner(SERVICE_NAME), true);
-      assert.equal(await control.NameHasOwner(HostService.host), false);
-    } finally {
-      bus.disconnect();
-    }
-    child.kill('SIGINT');
-    const [code] = await once(child, 'exit');
-    assert.equal(code, 0);
-  } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
-    await fs.rm(stateDir, { recursive: true, force: true });
-  }
-});
-
-test('Ctrl-C in a terminal (SIGINT to the whole process group) is an orderly stop, reported as none', async () => {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-group-'));
-  // Its own process group, as a shell gives a foreground job; the terminal's Ctrl-C signals all of it.
-  const child = spawn(process.execPath, [vmedia, 'start'], {
+  const child = spawn(process.execPath, [vmedia, 'start', ...args], {
     env: {
       ...process.env,
       VMEDIA_STATE_DIR: stateDir,
@@ -148,77 +84,119 @@ test('Ctrl-C in a terminal (SIGINT to the whole process group) is an orderly sto
       VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
+    detached,
   });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
+    process.stderr.write(chunk);
   });
   try {
-    await readyUrl(child);
-    process.kill(-child.pid!, 'SIGINT');
-    const [code] = await once(child, 'exit');
-    assert.equal(code, 0);
-    assert.doesNotMatch(stderr, /died|restarting/);
-    await waitFor(async () => (await processesMentioning(stateDir)).length === 0, {
-      what: 'every child to be gone',
-      timeoutMs: 10_000,
+    const url = await readyUrl(child);
+    await use({
+      child,
+      stateDir,
+      url,
+      stderr: () => stderr,
+      async onBus(useBus) {
+        const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
+        const bus = dbus.sessionBus({ busAddress: address });
+        try {
+          const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
+          return await useBus(daemon.getInterface('org.freedesktop.DBus'));
+        } finally {
+          bus.disconnect();
+        }
+      },
+      async interrupt(group = false) {
+        process.kill(group ? -child.pid! : child.pid!, 'SIGINT');
+        const [code] = await once(child, 'exit');
+        return code as number | null;
+      },
     });
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
     await fs.rm(stateDir, { recursive: true, force: true });
   }
+}
+
+const servicePid = async (control: BusControl) =>
+  (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
+
+/** The service's pid once it differs from `previous` (it was restarted). */
+const nextServicePid = (control: BusControl, previous: number) =>
+  waitFor(
+    async () => {
+      const pid = await servicePid(control).catch(() => 0);
+      return pid !== previous && pid;
+    },
+    { what: 'the service to be (re)started', timeoutMs: 30_000, intervalMs: 50 },
+  );
+
+test('vmedia start runs bus, service and server, restarts a dead service and stops cleanly', async () => {
+  await withLauncher([], async ({ url, stateDir, onBus, interrupt }) => {
+    assert.match(url, /^https:\/\/127\.0\.0\.1:\d+/);
+    // The launcher is under test here, not the certificate: the server's own tests check TLS trust.
+    const root = await getJson(new URL('/redfish/v1/', url));
+    assert.equal(root.status, 200);
+    assert.match(String(root.body['@odata.id']), /^\/redfish\/v1\/?$/);
+
+    await onBus(async (control) => {
+      // QEMU is installed here, so `--machine auto` runs the emulated host beside the service.
+      for (const name of Object.values(HostService))
+        assert.equal(await control.NameHasOwner(name), true, name);
+      const first = await servicePid(control);
+      process.kill(first, 'SIGKILL');
+      assert.notEqual(await nextServicePid(control, first), first);
+    });
+
+    assert.equal(await interrupt(), 0);
+    assert.deepEqual(await processesMentioning(stateDir), []);
+    await assert.rejects(fs.access(path.join(stateDir, 'dbus-address')));
+    assert.deepEqual(await fs.readdir(path.join(stateDir, 'run')), []);
+  });
+});
+
+test('vmedia start --machine none leaves the host services to someone else', async () => {
+  await withLauncher(['--machine', 'none'], async ({ onBus, interrupt }) => {
+    await onBus(async (control) => {
+      assert.equal(await control.NameHasOwner(SERVICE_NAME), true);
+      assert.equal(await control.NameHasOwner(HostService.host), false);
+    });
+    assert.equal(await interrupt(), 0);
+  });
+});
+
+test('Ctrl-C in a terminal (SIGINT to the whole process group) is an orderly stop, reported as none', async () => {
+  await withLauncher(
+    [],
+    async ({ stateDir, stderr, interrupt }) => {
+      assert.equal(await interrupt(true), 0);
+      assert.doesNotMatch(stderr(), /died|restarting/);
+      await waitFor(async () => (await processesMentioning(stateDir)).length === 0, {
+        what: 'every child to be gone',
+        timeoutMs: 10_000,
+      });
+    },
+    { detached: true },
+  );
 });
 
 test('a child that keeps dying is restarted with a growing delay', async () => {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-start-backoff-'));
-  const child = spawn(process.execPath, [vmedia, 'start', '--machine', 'none'], {
-    env: {
-      ...process.env,
-      VMEDIA_STATE_DIR: stateDir,
-      VMEDIA_PORT: '0',
-      VMEDIA_ADMIN_PASSWORD: 'start-test-Passw0rd',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  try {
-    await readyUrl(child);
-    const address = (await fs.readFile(path.join(stateDir, 'dbus-address'), 'utf8')).trim();
-    const bus = dbus.sessionBus({ busAddress: address });
-    try {
-      const daemon = await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus');
-      const control = daemon.getInterface('org.freedesktop.DBus');
-      const servicePid = async () => (await control.GetConnectionUnixProcessID(SERVICE_NAME)) as number;
+  await withLauncher(['--machine', 'none'], async ({ stderr, onBus, interrupt }) => {
+    await onBus(async (control) => {
       let previous = 0;
       for (const expected of ['1', '2']) {
-        const pid = await waitFor(
-          async () => {
-            const current = await servicePid().catch(() => 0);
-            return current !== previous && current;
-          },
-          { what: 'the service to be (re)started', timeoutMs: 30_000, intervalMs: 50 },
-        );
+        const pid = await nextServicePid(control, previous);
         process.kill(pid, 'SIGKILL');
         previous = pid;
-        await waitFor(() => stderr.includes(`service died (SIGKILL); restarting in ${expected} s`), {
+        await waitFor(() => stderr().includes(`service died (SIGKILL); restarting in ${expected} s`), {
           what: `a restart in ${expected} s`,
           timeoutMs: 10_000,
         });
       }
-    } finally {
-      bus.disconnect();
-    }
-    child.kill('SIGINT');
-    const [code] = await once(child, 'exit');
-    assert.equal(code, 0);
-  } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    for (const pid of await processesMentioning(stateDir)) process.kill(pid, 'SIGKILL');
-    await fs.rm(stateDir, { recursive: true, force: true });
-  }
+    });
+    assert.equal(await interrupt(), 0);
+  });
 });
