@@ -11,8 +11,6 @@ const CALL_TIMEOUT_MS = 10_000;
 export interface HostView {
   /** `CurrentHostState`; undefined when no host state service is on the bus. */
   hostState?: string;
-  /** `AllowedHostTransitions`, when the host state service publishes it. */
-  allowedTransitions?: string[];
   /** The boot override; undefined when no settings service is on the bus. */
   boot?: BootSettings;
 }
@@ -75,7 +73,6 @@ export class HostControlDbusClient implements HostControl {
     ]);
     const view: HostView = {};
     if (typeof host?.CurrentHostState === 'string') view.hostState = host.CurrentHostState;
-    if (Array.isArray(host?.AllowedHostTransitions)) view.allowedTransitions = host.AllowedHostTransitions;
     if (typeof source === 'string' && typeof enabled === 'boolean') {
       view.boot = {
         source,
