@@ -14,6 +14,6 @@ export async function loadServiceUuid(file: string): Promise<string> {
   }
   const uuid = randomUUID();
   await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, `${uuid}\n`, { mode: 0o644 });
+  await writeFile(file, `${uuid}\n`, { mode: 0o600 });
   return uuid;
 }

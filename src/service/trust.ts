@@ -45,7 +45,7 @@ export class TrustStore {
   private constructor(private readonly dir: string) {}
 
   static async open(dir: string, slotIds: readonly string[]): Promise<TrustStore> {
-    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const store = new TrustStore(dir);
     for (const slotId of slotIds) store.trust.set(slotId, await store.read(slotId));
     return store;
@@ -58,7 +58,7 @@ export class TrustStore {
   async set(slotId: string, trust: SlotTrust): Promise<void> {
     const file = this.file(slotId);
     const temporary = `${file}.new`;
-    await fs.writeFile(temporary, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+    await fs.writeFile(temporary, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o600 });
     await fs.rename(temporary, file);
     this.trust.set(slotId, Object.freeze({ ...trust, certificates: Object.freeze([...trust.certificates]) }));
   }

@@ -200,3 +200,33 @@ test('a child that keeps dying is restarted with a growing delay', async () => {
     assert.equal(await interrupt(), 0);
   });
 });
+
+test('the state directory gives nothing to other users: 0700 folders, 0600 files and sockets', async () => {
+  await withLauncher([], async ({ stateDir, interrupt }) => {
+    // The server certificate is public by nature (0644); everything else is the stack's own.
+    const publicFiles = new Set(['certs/server.crt']);
+    const seen: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+        const full = path.join(dir, entry.name);
+        const relative = path.relative(stateDir, full);
+        const mode = (await fs.lstat(full)).mode & 0o777;
+        seen.push(relative);
+        if (publicFiles.has(relative)) assert.equal(mode & 0o022, 0, `${relative} is writable by others`);
+        else if (entry.isDirectory()) assert.equal(mode & 0o077, 0, `${relative}/ is ${mode.toString(8)}`);
+        else if (!entry.isSocket() || !relative.startsWith('run/')) {
+          assert.equal(mode & 0o077, 0, `${relative} is ${mode.toString(8)}`);
+        }
+        if (entry.isDirectory()) await walk(full);
+      }
+    };
+    assert.equal((await fs.stat(stateDir)).mode & 0o077, 0, 'the state directory itself');
+    await walk(stateDir);
+    // dbus-daemon makes its socket 0777; it is reachable only through run/, which is 0700.
+    assert.equal((await fs.stat(path.join(stateDir, 'run'))).mode & 0o777, 0o700);
+    for (const expected of ['accounts.json', 'certs/server.key', 'run/bus.sock', 'machine']) {
+      assert.ok(seen.includes(expected), `${expected} was looked at (${seen.join(', ')})`);
+    }
+    assert.equal(await interrupt(), 0);
+  });
+});

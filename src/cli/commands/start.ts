@@ -49,7 +49,7 @@ export async function run(argv: string[]): Promise<void> {
   const busArgs: string[] = [];
   if (values.bus === 'private') {
     bus = await startPrivateBus(paths.runtime);
-    await fs.writeFile(paths.dbusAddress, `${bus.address}\n`);
+    await fs.writeFile(paths.dbusAddress, `${bus.address}\n`, { mode: 0o600 });
     busArgs.push('--bus-address', bus.address);
   }
 
