@@ -5,4 +5,11 @@ cd "$(dirname "$0")/.."
 npx biome check .
 npx tsc --noEmit
 mapfile -t files < <(find test -name '*.test.ts' | sort)
-exec node --import tsx --test --test-concurrency=1 "$@" "${files[@]}"
+# Every log the run keeps, and every secret it used: no secret may be in any log (checked at the end).
+VMEDIA_TEST_LOG_DIR=$(mktemp -d)
+export VMEDIA_TEST_LOG_DIR
+trap 'rm -rf "$VMEDIA_TEST_LOG_DIR"' EXIT
+status=0
+node --import tsx --test --test-concurrency=1 "$@" "${files[@]}" || status=$?
+node --import tsx scripts/check-test-logs.ts "$VMEDIA_TEST_LOG_DIR" || status=1
+exit "$status"

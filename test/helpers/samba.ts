@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from './ports.ts';
+import { recordSecret } from './run-logs.ts';
 import { waitFor } from './wait.ts';
 
 const run = promisify(execFile);
@@ -94,6 +95,7 @@ export interface SambaServer {
 export async function startSamba(
   options: Omit<SambaOptions, 'port'> & { password: string },
 ): Promise<SambaServer> {
+  recordSecret(options.password);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-samba-'));
   const port = await freeLoopbackPort();
   const { files, env } = sambaFiles(dir, { ...options, port });

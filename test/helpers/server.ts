@@ -3,12 +3,27 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
 import { createLogger } from '../../src/log.ts';
 import { type ServerOptions, startServer } from '../../src/server/app.ts';
 import { ensureSelfSigned } from '../../src/tls/certificate.ts';
 import { assertValidRedfish } from './redfish-schema.ts';
+import { recordSecret, runLogFile } from './run-logs.ts';
 
 export const adminPassword = 'correct horse battery';
+recordSecret(adminPassword);
+
+/**
+ * The test server's log: VMEDIA_TEST_LOG's level on stdout when asked for; in `npm test`, debug level
+ * into the run's logs (checked for secrets at the end); otherwise none.
+ */
+function testServerLogger() {
+  if (process.env.VMEDIA_TEST_LOG) return createLogger('test-server', process.env.VMEDIA_TEST_LOG);
+  const file = runLogFile('server');
+  return file
+    ? createLogger('test-server', 'debug', pino.destination({ dest: file, sync: true }))
+    : createLogger('test-server', 'silent');
+}
 
 export interface Response {
   status: number;
@@ -59,7 +74,7 @@ export async function startTestServer(overrides: Partial<ServerOptions> = {}): P
     host: '127.0.0.1',
     port: 0,
     adminPassword,
-    logger: createLogger('test-server', process.env.VMEDIA_TEST_LOG ?? 'silent'),
+    logger: testServerLogger(),
     ...overrides,
   };
   const { app, url } = await startServer(options);
@@ -119,7 +134,9 @@ export async function startTestServer(overrides: Partial<ServerOptions> = {}): P
     });
     if (response.status !== 201)
       throw new Error(`login as ${username} failed: ${response.status} ${response.text}`);
-    return { token: String(response.headers['x-auth-token']), location: String(response.headers.location) };
+    const token = String(response.headers['x-auth-token']);
+    recordSecret(token);
+    return { token, location: String(response.headers.location) };
   };
 
   return {

@@ -8,6 +8,7 @@ import dbus, { type Message, type MessageBus } from 'dbus-next';
 import { Interface, SERVICE_NAME } from '../../src/contract/dbus.ts';
 import { connectBus } from '../../src/dbus/connection.ts';
 import { type PrivateBus, startPrivateBus } from '../../src/dbus/private-bus.ts';
+import { keepLog } from './run-logs.ts';
 import { abortOnExit, waitFor } from './wait.ts';
 
 const vmediaBin = fileURLToPath(new URL('../../bin/vmedia.js', import.meta.url));
@@ -162,6 +163,7 @@ export async function startServiceHarness(options: ServiceHarnessOptions = {}): 
         service.kill('SIGTERM');
         await once(service, 'exit');
       }
+      keepLog('service', output);
       if (shared) return;
       await bus.stop();
       await fs.rm(dir, { recursive: true, force: true });

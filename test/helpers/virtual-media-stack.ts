@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { HostControlDbusClient } from '../../src/dbus/host-control-client.ts';
 import { VirtualMediaDbusClient } from '../../src/dbus/virtual-media-dbus-client.ts';
 import { type ImageServer, type ImageServerOptions, startImageServer } from './https-image-server.ts';
+import { keepLog, recordSecret } from './run-logs.ts';
 import { type RequestOptions, type Response, startTestServer, type TestServer } from './server.ts';
 import { type ServiceHarness, startServiceHarness } from './service-harness.ts';
 import { createTestCertificates, type TestCertificates } from './test-ca.ts';
@@ -50,6 +51,7 @@ export async function startVmStack(options: {
   /** Run the emulated host machine too, and give the server a host control client. */
   machine?: boolean;
 }): Promise<VmStack> {
+  if (options.imageCredentials) recordSecret(options.imageCredentials.password);
   const certDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmedia-vm-certs-'));
   const certificates = await createTestCertificates(certDir);
   const images = await startImageServer({
@@ -128,6 +130,7 @@ export async function startVmStack(options: {
         machine.kill('SIGTERM');
         await once(machine, 'exit');
       }
+      if (machine) keepLog('machine', machineOutput.get(machine) ?? '');
       if (replacement && replacement.exitCode === null && replacement.signalCode === null) {
         replacement.kill('SIGTERM');
         await once(replacement, 'exit');
@@ -139,6 +142,9 @@ export async function startVmStack(options: {
   };
   return stack;
 }
+
+/** What each `vmedia machine` printed, kept for the run's logs. */
+const machineOutput = new WeakMap<ChildProcess, string>();
 
 /** `vmedia machine` on the harness's bus and state directory, once it owns the host's D-Bus names. */
 export async function startMachine(harness: ServiceHarness): Promise<ChildProcess> {
@@ -155,6 +161,8 @@ export async function startMachine(harness: ServiceHarness): Promise<ChildProces
   };
   child.stdout!.setEncoding('utf8').on('data', collect);
   child.stderr!.setEncoding('utf8').on('data', collect);
+  machineOutput.set(child, '');
+  child.on('exit', () => machineOutput.set(child, output));
   try {
     await waitFor(() => /vmedia machine ready/.test(output), {
       what: 'the emulated host machine to be ready',
