@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import dbus from 'dbus-next';
 import fc from 'fast-check';
@@ -96,9 +97,13 @@ const imageUrl = (origin: string) =>
  */
 describe('hostile Redfish input against the real server and service', () => {
   let stack: VmStack;
+  /** The service's open fds once it is up: after every case it must be back there. */
+  let serviceFds: number;
+  const fdsOf = async (pid: number) => (await fs.readdir(`/proc/${pid}/fd`)).length;
 
   before(async () => {
     stack = await startVmStack({ images: { '/ok.iso': new Uint8Array(64 * 1024) } });
+    serviceFds = await fdsOf(stack.harness.service.pid!);
   });
 
   after(async () => {
@@ -176,6 +181,15 @@ describe('hostile Redfish input against the real server and service', () => {
     } finally {
       bus.disconnect();
     }
+  });
+
+  test('nothing leaks: no helper process is left, the service holds the fds it started with', async () => {
+    assert.deepEqual(await stack.harness.servicePids(), [], 'no nbdkit or other helper left');
+    // A little slack for the D-Bus connection's own buffers; a leak per case would be dozens.
+    assert.ok(
+      (await fdsOf(stack.harness.service.pid!)) <= serviceFds + 2,
+      `fds ${serviceFds} → ${await fdsOf(stack.harness.service.pid!)}`,
+    );
   });
 
   test('any query string, id, header value or JSON body: never a 5xx', async () => {
