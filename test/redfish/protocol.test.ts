@@ -186,11 +186,24 @@ describe('headers', () => {
     assert.equal(response.headers['odata-version'], '4.0');
   });
 
-  test('security headers go out on every response', async () => {
-    const response = await server.request('GET', '/redfish/v1/', { auth: noAuth });
-    assert.match(String(response.headers['strict-transport-security']), /max-age=\d+/);
-    assert.equal(response.headers['x-frame-options'], 'DENY');
-    assert.equal(response.headers['x-content-type-options'], 'nosniff');
+  test('security headers go out on every response: API, web UI, errors', async () => {
+    for (const [uri, status] of [
+      ['/redfish/v1/', 200],
+      ['/', 200],
+      ['/redfish/v1/Managers/bmc', 401],
+      ['/no/such/page', 404],
+    ] as const) {
+      const response = await server.request('GET', uri, { auth: noAuth });
+      assert.equal(response.status, status, uri);
+      assert.match(String(response.headers['strict-transport-security']), /max-age=\d+/, uri);
+      assert.equal(response.headers['x-frame-options'], 'DENY', uri);
+      assert.equal(response.headers['x-content-type-options'], 'nosniff', uri);
+      assert.equal(response.headers['referrer-policy'], 'no-referrer', uri);
+      const csp = String(response.headers['content-security-policy']);
+      assert.match(csp, /default-src 'self'/, uri);
+      assert.match(csp, /frame-ancestors 'none'/, uri);
+      assert.match(csp, /object-src 'none'/, uri);
+    }
   });
 });
 
