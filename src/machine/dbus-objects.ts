@@ -45,11 +45,18 @@ function refuseUnknown(value: string, allowed: Record<string, string>, property:
 }
 
 /**
- * Runs a power request in the background, as phosphor-state-manager does: the property write returns
- * at once and CurrentHostState follows the transition.
+ * Starts the power request a transition names, in the background as phosphor-state-manager does: the
+ * property write returns at once and CurrentHostState follows. A value no transition has is refused.
  */
-function inBackground(logger: Logger, what: string, request: () => Promise<void>): void {
-  request().catch((error) => logger.error({ err: error }, `host: ${what} failed`));
+function startTransition(
+  value: string,
+  transitions: Record<string, () => Promise<void>>,
+  property: string,
+  logger: Logger,
+): void {
+  const start = transitions[value];
+  if (!start) throw new DBusError(INVALID_ARGUMENT, `${property}: ${value}`);
+  start().catch((error) => logger.error({ err: error }, `host: ${value} failed`));
 }
 
 class HostStateInterface extends Interface {
@@ -71,17 +78,20 @@ class HostStateInterface extends Interface {
   }
 
   set RequestedHostTransition(value: string) {
-    refuseUnknown(value, HostTransition, 'RequestedHostTransition');
-    this.requested = value;
     const { power } = this;
-    const request = {
-      [HostTransition.On]: () => power.powerOn(),
-      [HostTransition.Off]: () => power.shutdown(),
-      [HostTransition.Reboot]: () => power.powerCycle(),
-      [HostTransition.GracefulWarmReboot]: () => power.reset(),
-      [HostTransition.ForceWarmReboot]: () => power.reset(),
-    }[value]!;
-    inBackground(this.logger, value, request);
+    startTransition(
+      value,
+      {
+        [HostTransition.On]: () => power.powerOn(),
+        [HostTransition.Off]: () => power.shutdown(),
+        [HostTransition.Reboot]: () => power.powerCycle(),
+        [HostTransition.GracefulWarmReboot]: () => power.reset(),
+        [HostTransition.ForceWarmReboot]: () => power.reset(),
+      },
+      'RequestedHostTransition',
+      this.logger,
+    );
+    this.requested = value;
   }
 
   get AllowedHostTransitions(): string[] {
@@ -115,15 +125,18 @@ class ChassisStateInterface extends Interface {
   }
 
   set RequestedPowerTransition(value: string) {
-    refuseUnknown(value, ChassisTransition, 'RequestedPowerTransition');
-    this.requested = value;
     const { power } = this;
-    const request = {
-      [ChassisTransition.On]: () => power.powerOn(),
-      [ChassisTransition.Off]: () => power.forceOff(),
-      [ChassisTransition.PowerCycle]: () => power.powerCycle(),
-    }[value]!;
-    inBackground(this.logger, value, request);
+    startTransition(
+      value,
+      {
+        [ChassisTransition.On]: () => power.powerOn(),
+        [ChassisTransition.Off]: () => power.forceOff(),
+        [ChassisTransition.PowerCycle]: () => power.powerCycle(),
+      },
+      'RequestedPowerTransition',
+      this.logger,
+    );
+    this.requested = value;
   }
 }
 ChassisStateInterface.configureMembers({

@@ -19,6 +19,17 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return element;
 }
 
+/**
+ * Shows `text` in a card's message region (hidden when empty), announced to screen readers: errors
+ * assertively, the rest politely.
+ */
+export function showMessage(element: HTMLElement, text: string, tone: 'info' | 'error' = 'info'): void {
+  element.textContent = text;
+  element.hidden = text === '';
+  element.dataset.tone = tone;
+  element.setAttribute('role', tone === 'error' ? 'alert' : 'status');
+}
+
 const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
 
 /** 1536 → "1.5 KiB": sizes for people, in binary units as disk tools show them. */

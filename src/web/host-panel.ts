@@ -1,5 +1,5 @@
 import { ApiError, type ComputerSystem, getSystem, runAction, setBootOverride } from './api.ts';
-import { h } from './dom.ts';
+import { h, showMessage } from './dom.ts';
 import type { CardContext } from './slot-card.ts';
 
 const powerLabels: Record<string, string> = {
@@ -122,9 +122,6 @@ export class HostPanel {
   }
 
   private say(text: string, tone: 'info' | 'error' = 'info'): void {
-    this.message.textContent = text;
-    this.message.hidden = text === '';
-    this.message.dataset.tone = tone;
-    this.message.setAttribute('role', tone === 'error' ? 'alert' : 'status');
+    showMessage(this.message, text, tone);
   }
 }

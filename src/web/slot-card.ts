@@ -1,5 +1,5 @@
 import { ApiError, runAction, type VirtualMedia } from './api.ts';
-import { h } from './dom.ts';
+import { h, showMessage } from './dom.ts';
 
 let nextId = 0;
 /** A page-unique id, to tie labels and descriptions to their controls. */
@@ -83,10 +83,7 @@ export abstract class SlotCard {
   }
 
   protected say(text: string, tone: 'info' | 'error' = 'info'): void {
-    this.message.textContent = text;
-    this.message.hidden = text === '';
-    this.message.dataset.tone = tone;
-    this.message.setAttribute('role', tone === 'error' ? 'alert' : 'status');
+    showMessage(this.message, text, tone);
   }
 
   protected actionTarget(name: 'InsertMedia' | 'EjectMedia'): string | undefined {
