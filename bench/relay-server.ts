@@ -1,7 +1,8 @@
 /**
  * A relay under test, in its own process so its CPU time is measured alone:
  * `bridge` — HTTPS + WebSocket into our Relay (what /nbd/<n> runs per session after authentication),
- * `tls` — a plain Node TLS socket piped into the Unix socket (the baseline).
+ * `tls` — a plain Node TLS socket piped into the Unix socket (the baseline; also the qd1_nbdkit row's TLS
+ *   pipe in front of nbdkit).
  * Usage: relay-server.ts bridge|tls <cert.pem> <key.pem> <unix-socket>; prints `listening <port>`.
  */
 import fs from 'node:fs';
@@ -31,7 +32,9 @@ if (kind === 'bridge') {
     relay.attach(net.connect(target!));
   });
 } else if (kind === 'tls') {
-  listener = tls.createServer(credentials, (socket) => {
+  // Nagle off, as https.createServer (the bridge) has it. The tls row sends nothing back, so this changes
+  // nothing there; behind qd1_nbdkit, a reply's second TLS record would wait for a delayed ACK (40 ms).
+  listener = tls.createServer({ ...credentials, noDelay: true }, (socket) => {
     const unix = net.connect(target!);
     socket.pipe(unix);
     unix.pipe(socket);
