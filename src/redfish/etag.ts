@@ -1,11 +1,12 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from './errors.ts';
 import { type SchemaId, schemaRef } from './schemas.ts';
 
 /** A weak ETag over a representation as serialized: any visible change gives a new tag. */
 export function etagOfJson(json: string): string {
-  return `W/"${createHash('sha256').update(json).digest('base64url').slice(0, 22)}"`;
+  // The one-shot hash: no Hash object per response (half the cost of createHash on a member's body).
+  return `W/"${hash('sha256', json, 'base64url').slice(0, 22)}"`;
 }
 
 /**

@@ -1,4 +1,6 @@
-import type { FastifyInstance } from 'fastify';
+import ajvCompiler from '@fastify/ajv-compiler';
+import fastJsonStringify from 'fast-json-stringify';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import accountService from '../../schemas/AccountService.json' with { type: 'json' };
 import actionInfo from '../../schemas/ActionInfo.json' with { type: 'json' };
@@ -100,3 +102,75 @@ export const redfishSchemasPlugin = fastifyPlugin(
   },
   { name: 'vmedia-redfish-schemas' },
 );
+
+type CompilersFactory = NonNullable<
+  NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']
+>;
+type BuildSerializer = NonNullable<CompilersFactory['buildSerializer']>;
+type BuildValidator = NonNullable<CompilersFactory['buildValidator']>;
+
+/**
+ * Fastify's serializer builder with one serializer per schema object, not one per route and status, each
+ * compiled when it first serializes a body rather than at startup. The default builds (and re-validates
+ * every registered schema) for each of ~40 routes at startup, most of which share `Collection.json` or a
+ * resource schema by the same `schemaRef` object: that was a third of the server's startup and a share
+ * of its idle memory (`npm run bench`). Same fast-json-stringify, same options; the first answer of each
+ * resource type pays its compile (a few ms). The tests serialize every resource, so a schema
+ * fast-json-stringify refuses still fails them.
+ */
+export const sharedSerializers: BuildSerializer = (externalSchemas, serializerOptions) => {
+  type Schema = Parameters<typeof fastJsonStringify>[0];
+  const external = externalSchemas as Record<string, Schema>;
+  const compile = (schema: Schema) => {
+    // As fastify's own builder does: a route schema with an `$id` of its own is not also external.
+    const { $id } = schema as { $id?: string };
+    const { [$id ?? '']: _self, ...others } = external;
+    return fastJsonStringify(schema, {
+      ...serializerOptions,
+      schema: $id && external[$id] ? others : external,
+    });
+  };
+  const serializers = new WeakMap<object, (data: unknown) => string>();
+  return ({ schema }) => {
+    let serialize = serializers.get(schema as object);
+    if (!serialize) {
+      let compiled: ((data: unknown) => string) | undefined;
+      serialize = (data) => {
+        compiled ??= compile(schema as Schema);
+        return compiled(data);
+      };
+      serializers.set(schema as object, serialize);
+    }
+    return serialize;
+  };
+};
+
+/** Body validation reports every problem and never quietly fixes a request (no coercion, no stripping). */
+export const validationOptions = {
+  customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false },
+} as const;
+
+const fastifyValidators = ajvCompiler();
+
+/**
+ * Fastify's own validator builder (Ajv, the server's `ajv` options, every registered schema), with each
+ * route's validator compiled when it first validates a request rather than at startup: with the Ajv
+ * instance itself, that was a tenth of the server's startup (`npm run bench`), for request bodies most
+ * routes never receive between two restarts. The first request of each kind pays its compile.
+ */
+export const lazyValidators: BuildValidator = (externalSchemas, options) => {
+  let compiler: ReturnType<BuildValidator> | undefined;
+  return (route) => {
+    let compiled: ((...args: unknown[]) => unknown) & { errors?: unknown };
+    const validate = (...args: unknown[]) => {
+      compiler ??= fastifyValidators(externalSchemas, options);
+      compiled ??= compiler(route) as typeof compiled;
+      const result = compiled(...args);
+      // Fastify reads a failed validation's reasons from the function it was given.
+      validate.errors = compiled.errors;
+      return result;
+    };
+    validate.errors = undefined as unknown;
+    return validate as ReturnType<ReturnType<BuildValidator>>;
+  };
+};

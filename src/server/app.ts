@@ -9,9 +9,14 @@ import { nbdBridgePlugin } from '../bridge/plugin.ts';
 import { statePaths } from '../config/environment.ts';
 import { absentHost, type HostControl } from '../dbus/host-control-client.ts';
 import { absentVirtualMedia, type VirtualMediaClient } from '../dbus/virtual-media-client.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { createLogger, deferredRequestLogger, type Logger } from '../log.ts';
 import { redfishProtocolPlugin } from '../redfish/protocol.ts';
-import { redfishSchemasPlugin } from '../redfish/schemas.ts';
+import {
+  lazyValidators,
+  redfishSchemasPlugin,
+  sharedSerializers,
+  validationOptions,
+} from '../redfish/schemas.ts';
 import { accountServiceRoutes } from '../resources/account-service.ts';
 import { managerRoutes } from '../resources/managers.ts';
 import { oemSchemaRoutes } from '../resources/oem-openbmc.ts';
@@ -89,13 +94,14 @@ export async function buildServer(options: ServerOptions, state: ServerState): P
 
   const app = Fastify({
     loggerInstance: options.logger ?? createLogger('server'),
+    childLoggerFactory: deferredRequestLogger,
+    schemaController: {
+      compilersFactory: { buildSerializer: sharedSerializers, buildValidator: lazyValidators },
+    },
     https: { cert: tls.cert, key: tls.key, ...tlsPolicy },
     bodyLimit,
     routerOptions: { ignoreTrailingSlash: true },
-    // Body validation reports every problem and never quietly fixes a request (no coercion, no stripping).
-    ajv: {
-      customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false },
-    },
+    ajv: validationOptions,
     clientErrorHandler: answerClientError,
     // Keep-alive connections (browsers, the validator) must not hold up a shutdown.
     forceCloseConnections: true,

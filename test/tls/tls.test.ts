@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
-import { generateSelfSigned } from '../../src/tls/certificate.ts';
+import { generateSelfSigned } from '../../src/tls/self-signed.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 let server: TestServer;
