@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import dbus, { type Message, type MessageBus } from 'dbus-next';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/commands/start.ts';
 import { Interface, ROOT_PATH, SERVICE_NAME, SlotMode, slotPath } from '../../src/contract/dbus.ts';
 import { connectBus } from '../../src/dbus/connection.ts';
 import { parseConfig } from '../../src/service/config.ts';
@@ -120,8 +121,11 @@ describe('systemd units', () => {
       ['vmedia-server.service', 'server'],
     ] as const) {
       const text = await unit(name);
-      const [execStart] = values(text, 'ExecStart');
-      assert.ok(execStart?.startsWith(`/usr/bin/node /usr/lib/vmedia/vmedia.mjs ${command} `), execStart);
+      const [unitExecStart] = values(text, 'ExecStart');
+      // The same V8 flags as the daemons `vmedia start` runs, then the command and its own flags.
+      const node = `/usr/bin/node ${DAEMON_NODE_FLAGS.join(' ')} `;
+      assert.ok(unitExecStart?.startsWith(`${node}/usr/lib/vmedia/vmedia.mjs ${command} `), unitExecStart);
+      const execStart = unitExecStart.slice(node.length);
       const { stdout: help } = await run(process.execPath, [repo('bin/vmedia.js'), command, '--help']);
       for (const flag of execStart.match(/--[a-z-]+/g) ?? []) {
         assert.ok(
