@@ -79,6 +79,7 @@ export class Relay extends EventEmitter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private endResult: RelayEnd | undefined;
+  private corked = false;
   private readonly counters = {
     bytesToSocket: 0,
     bytesToWebSocket: 0,
@@ -169,12 +170,24 @@ export class Relay extends EventEmitter {
 
   private writeToSocket(chunk: Buffer): void {
     const socket = this.socket!;
+    // The messages one TLS record carries arrive in one tick (an NBD reply's header and its data, a
+    // burst of requests): one system call for all of them, so the reader wakes once, not once each.
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(this.uncorkSocket);
+    }
     socket.write(chunk);
     this.counters.bytesToSocket += chunk.length;
     const queued = socket.writableLength;
     this.notePeakSocket(queued);
     if (queued > this.limits.highWaterMark) this.pauseWebSocket();
   }
+
+  private readonly uncorkSocket = (): void => {
+    this.corked = false;
+    this.socket?.uncork();
+  };
 
   private notePeakSocket(queued: number): void {
     if (queued > this.counters.peakSocketBuffered) this.counters.peakSocketBuffered = queued;

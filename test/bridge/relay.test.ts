@@ -112,6 +112,46 @@ test('what the WebSocket sends before the socket is attached is delivered first;
   assert.equal(String(reason), 'mount failed');
 });
 
+test('the messages one read of the WebSocket brings go to the socket in one write, so the host wakes once', async () => {
+  const address = wss.address() as net.AddressInfo;
+  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
+  const client = new WebSocket(`ws://127.0.0.1:${address.port}/`);
+  const [serverWs] = await accepted;
+  const relay = new Relay(serverWs, limits);
+  await once(client, 'open');
+  const bridgeSide = once(unixServer, 'connection') as Promise<[net.Socket]>;
+  const host = net.connect(socketPath);
+  hostSockets.push(host);
+  const [socket] = await bridgeSide;
+  // What the stream hands the system: one entry per write or writev call, with its number of chunks.
+  const calls: number[] = [];
+  const stream = socket as unknown as {
+    _write(chunk: Buffer, encoding: string, done: () => void): void;
+    _writev(chunks: unknown[], done: () => void): void;
+  };
+  const write = stream._write.bind(socket);
+  const writev = stream._writev.bind(socket);
+  stream._write = (chunk, encoding, done) => {
+    calls.push(1);
+    write(chunk, encoding, done);
+  };
+  stream._writev = (chunks, done) => {
+    calls.push(chunks.length);
+    writev(chunks, done);
+  };
+  relay.attach(socket);
+  // An NBD reply as the CLI sends it: the 16-byte header and the data, two messages in one tick.
+  const header = randomBytes(16);
+  const data = randomBytes(4096);
+  client.send(header, { binary: true });
+  client.send(data, { binary: true });
+  const digest = await readExactly(host, header.length + data.length);
+  assert.equal(digest, createHash('sha256').update(header).update(data).digest('hex'));
+  assert.deepEqual(calls, [2]);
+  client.terminate();
+  await relay.ended;
+});
+
 test('a stalled host consumer stops the relay reading the WebSocket, within the bound', async () => {
   const { relay, client, host } = await connectPair();
   host.pause();

@@ -20,12 +20,13 @@ function restartDelay(deaths: number): number {
 }
 const QEMU = 'qemu-system-x86_64';
 /**
- * V8 flags of every daemon. A young generation of 2 MiB semi-spaces instead of V8's default of up to
- * 16 MiB: the server allocates its startup garbage there and kept ~10 MiB of RSS committed for good
- * (92 → 83 MiB idle in `npm run bench`); requests and NBD buffers (off-heap) fit in 2 MiB easily.
+ * V8 flags of every daemon. A young generation of 1 MiB semi-spaces instead of V8's default of up to
+ * 16 MiB: the server allocated its startup garbage there and kept ~10 MiB of it committed for good, the
+ * service ~1.5 MiB (`npm run bench`, idle RSS); a request's objects and the NBD path's Buffer objects
+ * (their bytes are off-heap) fit in 1 MiB, and no throughput change was measurable on the Proxy path.
  * The systemd units (deploy/systemd) pass the same flags; a test holds them to this list.
  */
-export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2'];
+export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 /**
  * `vmedia start`: the embedded stack of docs/contract.md §1 in the foreground — a private dbus-daemon (unless
