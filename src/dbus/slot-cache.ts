@@ -34,7 +34,25 @@ interface SlotView {
 }
 
 const emptyView: SlotView = { list: Object.freeze([]), byId: new Map(), byEndpoint: new Map() };
-const slotIdOrder = new Intl.Collator('en', { numeric: true });
+
+/**
+ * Slot ids in natural order: runs of digits compared as numbers (Slot_2 before Slot_10), the rest by
+ * code unit. Written out rather than an `Intl.Collator`, whose collation data cost the server ~3 MiB of
+ * RSS for good (`npm run bench`).
+ */
+export function compareSlotIds(a: string, b: string): number {
+  const runs = /\d+|\D+/g;
+  const left = a.match(runs) ?? [];
+  const right = b.match(runs) ?? [];
+  for (let i = 0; i < Math.min(left.length, right.length); i++) {
+    const [x, y] = [left[i]!, right[i]!];
+    if (x === y) continue;
+    const numeric = /^\d/.test(x) && /^\d/.test(y);
+    if (numeric && Number(x) !== Number(y)) return Number(x) - Number(y);
+    return x < y ? -1 : 1;
+  }
+  return left.length - right.length;
+}
 
 /**
  * The server's cache of the VirtualMedia service's slots, without a bus: events go in (`apply`), frozen
@@ -140,7 +158,7 @@ function slotView(objects: ReadonlyMap<string, ReadonlyMap<string, Properties>>)
     const slot = toSlotState(path, interfaces);
     if (slot) list.push(slot);
   }
-  list.sort((a, b) => slotIdOrder.compare(a.slotId, b.slotId));
+  list.sort((a, b) => compareSlotIds(a.slotId, b.slotId));
   const byEndpoint = new Map<string, SlotState>();
   for (const slot of list) {
     if (slot.endpointId && !byEndpoint.has(slot.endpointId)) byEndpoint.set(slot.endpointId, slot);

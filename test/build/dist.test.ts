@@ -276,6 +276,17 @@ describe('the bundle in dist/', { timeout: 90_000 }, () => {
       assert.equal((await request(stack.url, 'GET', '/app.css')).status, 200);
       assert.equal((await request(stack.url, 'GET', '/favicon.svg')).status, 200);
 
+      // The service answers Introspect (xml2js, which the bundle loads only when first asked).
+      const busAddress = (await fs.readFile(path.join(stack.stateDir, 'dbus-address'), 'utf8')).trim();
+      const introspection = await run('dbus-send', [
+        `--bus=${busAddress}`,
+        '--print-reply=literal',
+        '--dest=xyz.openbmc_project.VirtualMedia',
+        '/xyz/openbmc_project/VirtualMedia/Legacy/Slot_2',
+        'org.freedesktop.DBus.Introspectable.Introspect',
+      ]);
+      assert.match(introspection.stdout, /<interface name="xyz\.openbmc_project\.VirtualMedia\.Legacy">/);
+
       // The image password reaches the service through a pipe whose fd rides on D-Bus: usocket's job.
       const final = await insert(stack, 'Slot_2', {
         Image: imageUrl,

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Interface, SlotMode, slotPath } from '../../src/contract/dbus.ts';
-import { type ManagedObjects, type ObjectInterfaces, SlotCache } from '../../src/dbus/slot-cache.ts';
+import {
+  compareSlotIds,
+  type ManagedObjects,
+  type ObjectInterfaces,
+  SlotCache,
+} from '../../src/dbus/slot-cache.ts';
 
 /** A slot object as the service publishes it (plain values: the watcher unwraps the variants). */
 function slotObject(
@@ -244,4 +249,34 @@ describe('SlotCache (no bus)', () => {
     assert.equal(cache.slotAt(slotPath(SlotMode.Legacy, 'Slot_2'))?.slotId, 'Slot_2');
     assert.equal(cache.slotAt(slotPath(SlotMode.Proxy, 'Slot_2')), undefined);
   });
+});
+
+test('slot ids sort naturally: digit runs as numbers, leading zeros and the rest as text', () => {
+  const ids = [
+    'Slot_10',
+    'Slot_2',
+    'cd',
+    'Slot_02',
+    'Slot_1a',
+    'Slot_1',
+    'Slot_',
+    'Slot_100',
+    'A9',
+    'A10b',
+    'A10',
+  ];
+  assert.deepEqual([...ids].sort(compareSlotIds), [
+    'A9',
+    'A10',
+    'A10b',
+    'Slot_',
+    'Slot_1',
+    'Slot_1a',
+    'Slot_02',
+    'Slot_2',
+    'Slot_10',
+    'Slot_100',
+    'cd',
+  ]);
+  assert.equal(compareSlotIds('Slot_3', 'Slot_3'), 0);
 });
