@@ -1,9 +1,9 @@
 import { readSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import type { BlockDevice } from '../nbd/block-device.ts';
 
 /** Reads up to this size are made synchronously (see `read`). */
 const SYNC_READ_MAX_BYTES = 64 * 1024;
-import type { BlockDevice } from '../nbd/block-device.ts';
 
 /**
  * A local file as a block device, for `vmedia mount`: reads and (with `--rw`) writes go to the file
