@@ -71,7 +71,7 @@ class DeferredChild {
   }
 
   get level(): string {
-    return this.parent.level;
+    return (this.made ?? this.parent).level;
   }
 
   set level(level: string) {

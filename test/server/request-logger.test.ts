@@ -72,6 +72,15 @@ test('a route with its own log level gets a real child at once, at that level', 
   assert.equal(logger.level, 'debug');
 });
 
+test("a request logger's level can be raised on its own, and then reads back as set", () => {
+  const { parent, children } = countingLogger('warn');
+  const logger = deferredRequestLogger(parent, { reqId: 'req-4' }, {});
+  logger.level = 'debug';
+  assert.equal(children(), 1);
+  assert.equal(logger.level, 'debug');
+  assert.equal(parent.level, 'warn');
+});
+
 test('the server logs each request with its request id when the level asks for it', async () => {
   const log = capture();
   const server = await startTestServer({ logger: createLogger('request-logger', 'info', log.stream) });
