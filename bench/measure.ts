@@ -4,7 +4,6 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 const CLOCK_TICKS_PER_SECOND = 100;
 export const MiB = 1024 * 1024;
@@ -70,6 +69,20 @@ export async function childProcesses(parent: number): Promise<{ pid: number; arg
     children.push({ pid, args: cmdline.split('\0').filter(Boolean) });
   }
   return children;
+}
+
+/**
+ * The `vmedia server` and `vmedia service` that the `vmedia start` launcher `launcher` runs: its children
+ * whose command line names the vmedia entry (bin/vmedia.js or dist/vmedia.mjs) and then that command.
+ */
+export async function daemonPids(launcher: number): Promise<{ server: number; service: number }> {
+  const found: Record<string, number> = {};
+  for (const { pid, args } of await childProcesses(launcher)) {
+    const entry = args.findIndex((arg) => /[/\\]vmedia\.m?js$/.test(arg));
+    if (entry >= 0) found[args[entry + 1]!] = pid;
+  }
+  if (!found.server || !found.service) throw new Error('the server or the service process was not found');
+  return { server: found.server, service: found.service };
 }
 
 /** Resident memory of one process (VmRSS), in MiB. */
@@ -173,14 +186,6 @@ function stoppable(child: ChildProcess): Spawned {
       clearTimeout(timer);
     },
   };
-}
-
-/** Resolves once `file` exists (polled every 10 ms, for at most `timeoutMs`). */
-export async function waitForPath(file: string, timeoutMs = 10_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(10)) {
-    if (await fs.stat(file).catch(() => undefined)) return;
-  }
-  throw new Error(`${file} did not appear within ${timeoutMs} ms`);
 }
 
 export async function freePort(): Promise<number> {

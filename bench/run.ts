@@ -39,11 +39,12 @@ import { statePaths } from '../src/config/environment.ts';
 import { NbdClient } from '../src/nbd/client/client.ts';
 import { generateSelfSigned } from '../src/tls/self-signed.ts';
 import { connectionFromSocket } from '../src/transport/socket-connection.ts';
+import { waitFor } from '../test/helpers/wait.ts';
 import {
   byteSink,
-  childProcesses,
   cpuSecondsOf,
   cpuSecondsOfTrees,
+  daemonPids,
   freePort,
   GiB,
   MiB,
@@ -55,7 +56,6 @@ import {
   seededRandom,
   spawnProcess,
   spawnServer,
-  waitForPath,
 } from './measure.ts';
 
 const execFileAsync = promisify(execFile);
@@ -389,9 +389,9 @@ interface Stack extends Spawned {
   service: number;
 }
 
-/** `vmedia start` from dist/, logged in, and answered one authenticated GET. */
 /**
- * The stack as a BMC runs it after its first boot: a first start provisions the state directory (the
+ * `vmedia start` from dist/, logged in, having answered one authenticated GET; as a BMC runs it after its
+ * first boot: a first start provisions the state directory (the
  * certificate, the accounts) and is stopped unmeasured, so the rows see the code of every later start.
  */
 async function startStack(): Promise<Stack> {
@@ -418,17 +418,6 @@ async function startStack(): Promise<Stack> {
     await launcher.stop();
     throw error;
   }
-}
-
-/** The launcher's children running `vmedia.mjs server` and `vmedia.mjs service`. */
-async function daemonPids(launcher: number): Promise<{ server: number; service: number }> {
-  const found: Record<string, number> = {};
-  for (const { pid, args } of await childProcesses(launcher)) {
-    const bin = args.findIndex((arg) => arg.endsWith('vmedia.mjs'));
-    if (bin >= 0) found[args[bin + 1]!] = pid;
-  }
-  if (!found.server || !found.service) throw new Error('the server or the service process was not found');
-  return { server: found.server, service: found.service };
 }
 
 // ---- redfish, hello, login ----
@@ -508,7 +497,7 @@ async function loginRow(stack: Stack): Promise<Row> {
     const cpu = (await cpuSecondsOf(stack.server)) - cpuBefore;
     return {
       name: 'login',
-      what: 'POST a session (timed), then DELETE it; 30 in a row',
+      what: `POST a session (timed), then DELETE it; ${LOGINS} in a row`,
       medianMs: median(times),
       p90Ms: percentile(times, 90),
       serverCpuMsPerLogin: (cpu * 1000) / LOGINS,
@@ -553,7 +542,7 @@ async function startMount(stack: Stack, image: string): Promise<Spawned & { host
     /serving/,
   );
   try {
-    await waitForPath(hostSocket);
+    await waitFor(() => existsSync(hostSocket), { what: `the host export ${hostSocket}` });
   } catch (error) {
     await mount.stop();
     throw error;
@@ -647,7 +636,7 @@ async function qd1NbdkitRow(image: string): Promise<Row> {
     `file=${image}`,
   ]);
   try {
-    await waitForPath(nbdkitSocket);
+    await waitFor(() => existsSync(nbdkitSocket), { what: `nbdkit's socket ${nbdkitSocket}` });
     const pipe = await startTlsPipe(nbdkitSocket);
     try {
       const socket = tls.connect({

@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { daemonPids, rssMiB } from '../bench/measure.ts';
 import { startNginx } from '../test/helpers/nginx.ts';
 import { createTestCertificates } from '../test/helpers/test-ca.ts';
 
@@ -123,7 +124,7 @@ async function main(): Promise<number> {
       }
     }
 
-    const pids = await daemonPids(stateDir);
+    const pids = await daemonPids(stack.pid!);
     const sample = async () => ({
       server: await footprint(pids.server),
       service: await footprint(pids.service),
@@ -283,26 +284,8 @@ function hashExport(socket: string): Promise<string> {
 }
 
 async function footprint(pid: number): Promise<Footprint> {
-  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
-  const rssKiB = Number(status.match(/^VmRSS:\s+(\d+)/m)?.[1] ?? 0);
   const fds = (await fs.readdir(`/proc/${pid}/fd`)).length;
-  return { rssMiB: Math.round(rssKiB / 102.4) / 10, fds };
-}
-
-/** The server's and the service's pids: the launcher's children of those names, found in /proc. */
-async function daemonPids(stateDir: string): Promise<{ server: number; service: number }> {
-  const found: Record<string, number> = {};
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const args = (await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    const command = args[args.indexOf(vmediaBin) + 1];
-    if (args.includes(vmediaBin) && (command === 'server' || command === 'service')) {
-      const environ = await fs.readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '');
-      if (environ.includes(`VMEDIA_STATE_DIR=${stateDir}`)) found[command] = Number(entry);
-    }
-  }
-  if (!found.server || !found.service) throw new Error('the server or the service process was not found');
-  return { server: found.server, service: found.service };
+  return { rssMiB: Math.round((await rssMiB(pid)) * 10) / 10, fds };
 }
 
 function readyUrl(child: ChildProcess): Promise<string> {
